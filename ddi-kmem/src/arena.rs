@@ -1,0 +1,711 @@
+//! Arenas: where memory comes from, with budget, checking, failure injection and statistics.
+
+use crate::budget::{Budget, Refused};
+use crate::cache::ClassCache;
+use crate::check::{Checker, Checking, Fill, Freed, Shape};
+use crate::class::ClassTable;
+use crate::context::{self, EnterGuard};
+use crate::error::{KmemError, Site};
+use crate::flags::{KM_CACHEALIGN, KmFlags};
+use crate::inject::{FailurePlan, Injector};
+use crate::quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, ZallocZeroes, ZeroSize};
+use crate::stats::{ArenaStats, ClassStats, PaddedCounters};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sys::{SysBlock, sys_alloc, sys_free};
+use std::alloc::Layout;
+use std::fmt;
+use std::panic::Location;
+use std::ptr::{self, NonNull};
+use std::sync::{Arc, OnceLock};
+
+/// What an arena does when it detects a misuse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Response {
+    /// Panic with the report, as a kernel panics on heap corruption (`kmem_panic = 1`, the
+    /// illumos default).
+    #[default]
+    Panic,
+    /// Count the error, keep the report (see [`Arena::errors`]), leave the memory involved
+    /// out of use and carry on (`kmem_panic < 0`).
+    Report,
+}
+
+/// The offset of `mem_link_t.size` in LiS's hidden header (after the `next` and `prev`
+/// pointers), where a personality with a hidden header keeps the requested size.
+const HEADER_SIZE_FIELD: usize = 2 * std::mem::size_of::<usize>();
+
+/// The most misuse reports an arena keeps (the count goes on).
+const MAX_KEPT_ERRORS: usize = 1024;
+
+/// The largest order `get_free_pages` accepts (Linux `MAX_ORDER - 1` on x86: 4 MiB).
+pub const MAX_PAGE_ORDER: u32 = 10;
+
+/// Builds an [`Arena`].
+#[derive(Clone, Debug)]
+pub struct ArenaBuilder {
+    name: String,
+    budget: Option<usize>,
+    checking: Checking,
+    response: Response,
+    quirks: MemQuirks,
+}
+
+impl ArenaBuilder {
+    /// The arena's name, used in reports and statistics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A byte budget: allocations are refused (`KM_NOSLEEP`) or wait (`KM_SLEEP`) while the
+    /// bytes in use, counted by extent, would exceed it. Default: no budget.
+    pub fn budget(mut self, bytes: usize) -> Self {
+        self.budget = Some(bytes);
+        self
+    }
+
+    /// Which checks to perform. Default: [`Checking::default`] (all in debug builds).
+    pub fn checking(mut self, checking: Checking) -> Self {
+        self.checking = checking;
+        self
+    }
+
+    /// What to do on a misuse. Default: panic.
+    pub fn response(mut self, response: Response) -> Self {
+        self.response = response;
+        self
+    }
+
+    /// The vendor behaviour. Default: [`MemQuirks::LFS`].
+    pub fn quirks(mut self, quirks: MemQuirks) -> Self {
+        self.quirks = quirks;
+        self
+    }
+
+    /// Builds the arena.
+    pub fn build(self) -> Arena {
+        let q = self.quirks;
+        assert!(q.round_to >= 1, "MemQuirks::round_to must be at least 1");
+        assert!(q.hidden_header % 8 == 0, "MemQuirks::hidden_header must keep 8-byte alignment");
+        let table = ClassTable::new(q.classes);
+        let caches = table.classes.iter().map(|&c| ClassCache::new(c)).collect();
+        let counters = (0..=table.classes.len()).map(|_| PaddedCounters::default()).collect();
+        // A personality that verifies the free size needs the side table even unchecked.
+        let checker = (self.checking.any() || q.free_size == FreeSize::Verified).then(|| Checker::new(self.checking));
+        let cachealign_class = table.index(CACHE_LINE);
+        Arena {
+            inner: Arc::new(ArenaInner {
+                name: self.name,
+                quirks: q,
+                table,
+                caches,
+                counters,
+                budget: Budget::new(self.budget),
+                checker,
+                response: self.response,
+                injector: Injector::default(),
+                errors: Mutex::new(Vec::new()),
+                error_count: AtomicU64::new(0),
+                cachealign_used: AtomicBool::new(false),
+                cachealign_class,
+            }),
+        }
+    }
+}
+
+/// A source of kernel memory: size-class caches, a page path, a budget, checking, failure
+/// injection and statistics, under one personality's [`MemQuirks`].
+///
+/// Arenas are independent, so tests with their own budgets run in parallel. The DDI functions
+/// ([`kmem_alloc`](crate::kmem_alloc) and the rest) act on the arena the current thread has
+/// [entered](Arena::enter), or on the process-wide [default](Arena::default_arena). An `Arena`
+/// is a cheap handle (`Clone` shares it).
+///
+/// # Examples
+/// ```
+/// use ddi_kmem::{Arena, KM_NOSLEEP, kmem_alloc, kmem_free};
+///
+/// let arena = Arena::builder().name("example").budget(4096).build();
+/// arena.run(|| {
+///     let p = kmem_alloc(4096, KM_NOSLEEP);
+///     assert!(!p.is_null());
+///     assert!(kmem_alloc(32, KM_NOSLEEP).is_null()); // the budget is spent
+///     // SAFETY: `p` came from kmem_alloc(4096) in this arena and is freed once.
+///     unsafe { kmem_free(p, 4096) };
+/// });
+/// assert_eq!(arena.stats().bytes_in_use, 0);
+/// ```
+#[derive(Clone)]
+pub struct Arena {
+    inner: Arc<ArenaInner>,
+}
+
+impl fmt::Debug for Arena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Arena")
+            .field("name", &self.inner.name)
+            .field("vendor", &self.inner.quirks.vendor)
+            .field("bytes_in_use", &self.inner.budget.in_use())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct ArenaInner {
+    name: String,
+    quirks: MemQuirks,
+    table: ClassTable,
+    caches: Box<[ClassCache]>,
+    /// One per class, then one for the page path.
+    counters: Box<[PaddedCounters]>,
+    budget: Budget,
+    checker: Option<Checker>,
+    response: Response,
+    injector: Injector,
+    errors: Mutex<Vec<KmemError>>,
+    error_count: AtomicU64,
+    /// Set once a small `KM_CACHEALIGN` request was served from the cache-line class; from
+    /// then on an unchecked free of a small size asks that class whether it owns the buffer.
+    cachealign_used: AtomicBool,
+    cachealign_class: Option<usize>,
+}
+
+/// Where a request is served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Class(usize),
+    Pages(usize),
+}
+
+/// One allocation request, after the personality has shaped it.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    call: &'static str,
+    route: Route,
+    size: usize,
+    header: usize,
+    may_sleep: bool,
+    zero: bool,
+}
+
+impl Arena {
+    /// A builder with the defaults: no budget, default checking, panic on misuse, LfS quirks.
+    pub fn builder() -> ArenaBuilder {
+        ArenaBuilder {
+            name: "arena".to_string(),
+            budget: None,
+            checking: Checking::default(),
+            response: Response::default(),
+            quirks: MemQuirks::LFS,
+        }
+    }
+
+    /// The process-wide default arena that stands behind the DDI functions on a thread that
+    /// has entered no arena: native quirks, no budget, default checking, panic on misuse.
+    pub fn default_arena() -> &'static Arena {
+        default_arena()
+    }
+
+    pub(crate) fn inner(&self) -> &ArenaInner {
+        &self.inner
+    }
+
+    pub(crate) fn inner_ptr(&self) -> *const ArenaInner {
+        Arc::as_ptr(&self.inner)
+    }
+
+    /// Makes this the current thread's arena until the guard is dropped.
+    pub fn enter(&self) -> EnterGuard {
+        context::enter(self)
+    }
+
+    /// Runs `f` with this arena entered on the current thread.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.enter();
+        f()
+    }
+
+    /// The arena's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The personality's memory quirks.
+    pub fn quirks(&self) -> &MemQuirks {
+        &self.inner.quirks
+    }
+
+    /// The checks this arena performs.
+    pub fn checking(&self) -> Checking {
+        self.inner.checker.as_ref().map_or(Checking::OFF, |c| c.flags)
+    }
+
+    /// The response to misuse.
+    pub fn response(&self) -> Response {
+        self.inner.response
+    }
+
+    /// The usable bytes behind a request of `size` (the size class or page rounding, less any
+    /// hidden header), or `None` if the arena would refuse it. This is the "slop" LfS `allocb`
+    /// uses for `db_lim`. Portable modules make no assumption about it.
+    pub fn extent(&self, size: usize) -> Option<usize> {
+        let a = &self.inner;
+        if size == 0 && a.quirks.zero_size == ZeroSize::Null {
+            return None;
+        }
+        match a.route(a.quirks.chunk_request(size))? {
+            Route::Class(ix) => Some(a.table.classes[ix].size - a.quirks.hidden_header),
+            Route::Pages(bytes) => Some(bytes - a.quirks.hidden_header),
+        }
+    }
+
+    /// The alignment every buffer of `size` bytes allocated with `flags` is guaranteed.
+    pub fn alignment(&self, size: usize, flags: KmFlags) -> Option<usize> {
+        let a = &self.inner;
+        let size = a.padded(size, flags);
+        let align = match a.route(a.quirks.chunk_request(size))? {
+            Route::Class(ix) => a.table.classes[ix].align,
+            Route::Pages(_) => PAGE_SIZE,
+        };
+        let header = a.quirks.hidden_header;
+        Some(if header == 0 { align } else { align.min(1 << header.trailing_zeros()) })
+    }
+
+    /// Arms failure injection: from now on the allocations `plan` selects, among those
+    /// allowed to fail, return NULL. Replaces any earlier plan.
+    pub fn inject(&self, plan: FailurePlan) {
+        self.inner.injector.arm(plan);
+    }
+
+    /// Disarms failure injection.
+    pub fn clear_injection(&self) {
+        self.inner.injector.disarm();
+    }
+
+    /// The misuse reports kept so far (with [`Response::Report`]; the first 1024).
+    pub fn errors(&self) -> Vec<KmemError> {
+        self.inner.errors.lock().clone()
+    }
+
+    /// Removes and returns the kept misuse reports.
+    pub fn take_errors(&self) -> Vec<KmemError> {
+        std::mem::take(&mut *self.inner.errors.lock())
+    }
+
+    /// Verifies every freed buffer still holds the free pattern (checking with `deadbeef`);
+    /// reports each modified one as a misuse and returns how many there were.
+    pub fn verify(&self) -> usize {
+        let Some(ch) = &self.inner.checker else { return 0 };
+        let errors = ch.verify("Arena::verify");
+        let n = errors.len();
+        for e in errors {
+            self.inner.misuse(e);
+        }
+        n
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> ArenaStats {
+        let a = &self.inner;
+        let classes: Vec<ClassStats> = a
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassStats {
+                size: a.table.classes.get(i).map(|c| c.size),
+                allocations: c.allocs.load(Ordering::Relaxed),
+                frees: c.frees.load(Ordering::Relaxed),
+                failures: c.failures.load(Ordering::Relaxed),
+                sleeps: c.sleeps.load(Ordering::Relaxed),
+                buffers_in_use: c.in_use.load(Ordering::Relaxed),
+                high_water: c.high_water.load(Ordering::Relaxed),
+            })
+            .collect();
+        ArenaStats {
+            name: a.name.clone(),
+            bytes_in_use: a.budget.in_use(),
+            high_water: a.budget.high_water(),
+            budget: a.budget.limit(),
+            allocations: classes.iter().map(|c| c.allocations).sum(),
+            frees: classes.iter().map(|c| c.frees).sum(),
+            failures: classes.iter().map(|c| c.failures).sum(),
+            sleeps: classes.iter().map(|c| c.sleeps).sum(),
+            injected: a.injector.injected(),
+            errors: a.error_count.load(Ordering::Relaxed),
+            classes,
+        }
+    }
+
+    /// Bytes currently allocated (by extent).
+    pub fn bytes_in_use(&self) -> usize {
+        self.inner.budget.in_use()
+    }
+
+    /// Allocates like [`kmem_alloc`](crate::kmem_alloc), in this arena.
+    #[track_caller]
+    pub fn alloc(&self, size: usize, flags: KmFlags) -> *mut u8 {
+        self.inner.alloc("kmem_alloc", size, flags, false, Site(Location::caller()))
+    }
+
+    /// Allocates like [`kmem_zalloc`](crate::kmem_zalloc), in this arena.
+    #[track_caller]
+    pub fn zalloc(&self, size: usize, flags: KmFlags) -> *mut u8 {
+        self.inner.alloc("kmem_zalloc", size, flags, true, Site(Location::caller()))
+    }
+
+    /// Frees like [`kmem_free`](crate::kmem_free), in this arena.
+    ///
+    /// # Safety
+    /// As [`kmem_free`](crate::kmem_free), with "this arena" for "the current arena".
+    #[track_caller]
+    pub unsafe fn free(&self, buf: *mut u8, size: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.free("kmem_free", buf, size, Site(Location::caller())) }
+    }
+}
+
+pub(crate) fn default_arena() -> &'static Arena {
+    static DEFAULT: OnceLock<Arena> = OnceLock::new();
+    DEFAULT.get_or_init(|| Arena::builder().name("default").build())
+}
+
+impl ArenaInner {
+    fn pages_ix(&self) -> usize {
+        self.table.classes.len()
+    }
+
+    fn route(&self, chunk: usize) -> Option<Route> {
+        match self.table.index(chunk.max(1)) {
+            Some(ix) => Some(Route::Class(ix)),
+            None => match self.quirks.oversize {
+                Oversize::Pages => Some(Route::Pages(chunk.div_ceil(PAGE_SIZE) * PAGE_SIZE)),
+                Oversize::Fail => None,
+            },
+        }
+    }
+
+    /// `KM_CACHEALIGN` raises a small request to a cache line (LfS slow path).
+    fn padded(&self, size: usize, flags: KmFlags) -> usize {
+        if flags.contains(KM_CACHEALIGN) && self.quirks.honours_cachealign && size <= CACHE_LINE / 2 {
+            CACHE_LINE
+        } else {
+            size
+        }
+    }
+
+    /// `kmem_alloc` / `kmem_zalloc` under this arena's quirks.
+    #[inline]
+    pub(crate) fn alloc(&self, call: &'static str, size: usize, flags: KmFlags, zero: bool, site: Site) -> *mut u8 {
+        if size == 0 && self.quirks.zero_size == ZeroSize::Null {
+            tracing::debug!(arena = %self.name, call, "size 0: NULL");
+            return ptr::null_mut();
+        }
+        let mut may_sleep = flags.may_sleep();
+        if may_sleep && context::in_interrupt() {
+            self.misuse(KmemError::SleepInInterrupt { call, size });
+            may_sleep = false;
+        }
+        let may_sleep = may_sleep && self.quirks.honours_sleep;
+        let padded = self.padded(size, flags);
+        let Some(route) = self.route(self.quirks.chunk_request(padded)) else {
+            self.counters[self.pages_ix()].failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                arena = %self.name, call, size, max = self.table.max(),
+                "request larger than the largest size class: NULL (use get_free_pages for larger extents)"
+            );
+            return ptr::null_mut();
+        };
+        if padded != size && matches!(route, Route::Class(ix) if Some(ix) == self.cachealign_class) {
+            self.cachealign_used.store(true, Ordering::Relaxed);
+        }
+        let req = Request { call, route, size, header: self.quirks.hidden_header, may_sleep, zero };
+        self.alloc_request(req, site).map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// `get_free_pages`: `bytes` of page-aligned memory, no hidden header.
+    pub(crate) fn alloc_pages(&self, call: &'static str, bytes: usize, flags: KmFlags, site: Site) -> *mut u8 {
+        let mut may_sleep = flags.may_sleep();
+        if may_sleep && context::in_interrupt() {
+            self.misuse(KmemError::SleepInInterrupt { call, size: bytes });
+            may_sleep = false;
+        }
+        let may_sleep = may_sleep && self.quirks.honours_sleep;
+        let req = Request { call, route: Route::Pages(bytes), size: bytes, header: 0, may_sleep, zero: false };
+        self.alloc_request(req, site).map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    fn alloc_request(&self, req: Request, site: Site) -> Option<NonNull<u8>> {
+        let (cix, chunk_bytes, align) = match req.route {
+            Route::Class(ix) => (ix, self.table.classes[ix].size, self.table.classes[ix].align),
+            Route::Pages(bytes) => (self.pages_ix(), bytes, PAGE_SIZE),
+        };
+        let ctr = &self.counters[cix];
+        if !req.may_sleep && self.injector.should_fail(req.size) {
+            ctr.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(arena = %self.name, call = req.call, size = req.size, "failure injected: NULL");
+            return None;
+        }
+        if req.may_sleep {
+            match self.budget.charge_sleeping(chunk_bytes) {
+                Ok(0) => {}
+                Ok(slept) => {
+                    ctr.sleeps.fetch_add(slept, Ordering::Relaxed);
+                    tracing::debug!(arena = %self.name, call = req.call, size = req.size, slept, "KM_SLEEP allocation slept for the budget");
+                }
+                Err(_) => {
+                    ctr.failures.fetch_add(1, Ordering::Relaxed);
+                    self.misuse(KmemError::SleepNeverSatisfiable {
+                        call: req.call,
+                        arena: self.name.clone(),
+                        size: req.size,
+                        extent: chunk_bytes,
+                        budget: self.budget.limit().unwrap_or(0),
+                    });
+                    return None;
+                }
+            }
+        } else if let Err(why) = self.budget.try_charge(chunk_bytes) {
+            debug_assert!(matches!(why, Refused::Exhausted | Refused::NeverFits));
+            ctr.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(arena = %self.name, call = req.call, size = req.size, in_use = self.budget.in_use(), "budget exhausted: NULL");
+            return None;
+        }
+        let extent = chunk_bytes - req.header;
+        let zero_len = match self.quirks.zalloc_zeroes {
+            ZallocZeroes::Extent => extent,
+            ZallocZeroes::Request => req.size,
+        };
+        let got = match &self.checker {
+            Some(ch) => {
+                let shape = Shape {
+                    header: req.header,
+                    size: req.size,
+                    extent,
+                    align,
+                    class: (cix < self.pages_ix()).then_some(cix),
+                    charged: chunk_bytes,
+                };
+                let fill = if req.zero { Fill::Zero(zero_len) } else { Fill::Garbage };
+                let (p, errors) = ch.alloc(shape, fill, site);
+                if let Some(p) = p {
+                    self.write_header(p, req);
+                }
+                for e in errors {
+                    self.misuse(e);
+                }
+                p
+            }
+            None => self.alloc_unchecked(req, chunk_bytes, zero_len),
+        };
+        match got {
+            Some(p) => {
+                ctr.on_alloc();
+                Some(p)
+            }
+            None => {
+                self.budget.release(chunk_bytes);
+                ctr.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(arena = %self.name, call = req.call, size = req.size, "the process allocator refused: NULL");
+                None
+            }
+        }
+    }
+
+    #[inline]
+    fn alloc_unchecked(&self, req: Request, chunk_bytes: usize, zero_len: usize) -> Option<NonNull<u8>> {
+        let chunk = match req.route {
+            Route::Class(ix) => self.caches[ix].alloc()?,
+            Route::Pages(bytes) => {
+                let block = sys_alloc(Layout::from_size_align(bytes, PAGE_SIZE).ok()?)?;
+                let p = block.ptr;
+                // Rebuilt by `free_unchecked` from the size.
+                block.leak();
+                p
+            }
+        };
+        debug_assert!(req.header < chunk_bytes, "internal: header fills the chunk");
+        // SAFETY: `header < chunk_bytes`, so the result is inside the chunk.
+        let user = unsafe { chunk.add(req.header) };
+        self.write_header(user, req);
+        if req.zero {
+            // SAFETY: `zero_len <= extent = chunk_bytes - header` bytes follow `user`.
+            unsafe { user.as_ptr().write_bytes(0, zero_len) };
+        }
+        Some(user)
+    }
+
+    /// A personality with a hidden header keeps the requested size in it (LiS `mem_link_t`).
+    fn write_header(&self, user: NonNull<u8>, req: Request) {
+        if req.header >= HEADER_SIZE_FIELD + std::mem::size_of::<usize>() {
+            let field = user.as_ptr().wrapping_sub(req.header).wrapping_add(HEADER_SIZE_FIELD).cast::<usize>();
+            // SAFETY: the header lies in front of `user` inside the same chunk, and the size
+            // field fits in it (checked above); `header` and the field offset are multiples
+            // of 8, so the field is aligned.
+            unsafe { field.write(req.size) };
+        }
+    }
+
+    /// `kmem_free` under this arena's quirks.
+    ///
+    /// # Safety
+    /// As [`crate::kmem_free`]: unless the arena checks, `buf` is NULL or a live buffer of
+    /// this arena allocated with `size` bytes.
+    #[inline]
+    pub(crate) unsafe fn free(&self, call: &'static str, buf: *mut u8, size: usize, site: Site) {
+        let Some(p) = NonNull::new(buf) else {
+            if size != 0 {
+                self.misuse(KmemError::NullFree { call, size });
+            }
+            return;
+        };
+        if let Some(ch) = &self.checker {
+            let passed = (self.quirks.free_size != FreeSize::Ignored).then_some(size);
+            match ch.free(call, &self.name, p.as_ptr().addr(), passed, site) {
+                Freed::Ok { class, charged, error } => {
+                    self.budget.release(charged);
+                    self.counters[class.unwrap_or(self.pages_ix())].on_free();
+                    if let Some(e) = error {
+                        self.misuse(e);
+                    }
+                }
+                Freed::Refused(e) => self.misuse(e),
+            }
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_unchecked(call, p, size) }
+    }
+
+    /// # Safety
+    /// `p` is a live buffer of this arena's unchecked path allocated with `size` bytes (or,
+    /// where the personality ignores the size, with any size).
+    unsafe fn free_unchecked(&self, call: &'static str, p: NonNull<u8>, size: usize) {
+        let header = self.quirks.hidden_header;
+        let size = if self.quirks.free_size == FreeSize::Ignored && header > 0 {
+            let field = p.as_ptr().wrapping_sub(header).wrapping_add(HEADER_SIZE_FIELD).cast::<usize>();
+            // SAFETY: `p` is a live buffer of this arena (contract), so the header written by
+            // `write_header` lies in front of it, inside the same chunk.
+            unsafe { field.read() }
+        } else {
+            size
+        };
+        if size == 0 && self.quirks.zero_size == ZeroSize::Null {
+            let e = KmemError::InvalidFree { call, arena: self.name.clone(), addr: p.as_ptr().addr(), size };
+            return self.misuse(e);
+        }
+        let Some(mut route) = self.route(self.quirks.chunk_request(size)) else {
+            let e = KmemError::InvalidFree { call, arena: self.name.clone(), addr: p.as_ptr().addr(), size };
+            return self.misuse(e);
+        };
+        // SAFETY: the header precedes `p` inside its chunk.
+        let chunk = unsafe { p.sub(header) };
+        if size <= CACHE_LINE / 2 && self.cachealign_used.load(Ordering::Relaxed) {
+            if let Some(cl) = self.cachealign_class {
+                if self.caches[cl].owns(chunk) {
+                    route = Route::Class(cl);
+                }
+            }
+        }
+        let (cix, bytes) = match route {
+            Route::Class(ix) => {
+                // SAFETY: `chunk` is a buffer of class `ix`, live (contract).
+                unsafe { self.caches[ix].free(chunk) };
+                (ix, self.table.classes[ix].size)
+            }
+            Route::Pages(bytes) => {
+                let layout = Layout::from_size_align(bytes, PAGE_SIZE).expect("page layout");
+                // SAFETY: page-path chunks are `sys_alloc` blocks of exactly this layout whose
+                // handle was given up in `alloc_unchecked`.
+                let block = unsafe { SysBlock::from_raw(chunk, layout) };
+                // SAFETY: the buffer was live (contract) and its caller is done with it.
+                unsafe { sys_free(block) };
+                (self.pages_ix(), bytes)
+            }
+        };
+        self.budget.release(bytes);
+        self.counters[cix].on_free();
+    }
+
+    /// `free_pages`.
+    ///
+    /// # Safety
+    /// Unless the arena checks, `p` came from `get_free_pages` of this arena with `bytes`.
+    pub(crate) unsafe fn free_pages(&self, call: &'static str, p: NonNull<u8>, bytes: usize, site: Site) {
+        if let Some(ch) = &self.checker {
+            match ch.free(call, &self.name, p.as_ptr().addr(), Some(bytes), site) {
+                Freed::Ok { class, charged, error } => {
+                    self.budget.release(charged);
+                    self.counters[class.unwrap_or(self.pages_ix())].on_free();
+                    if let Some(e) = error {
+                        self.misuse(e);
+                    }
+                }
+                Freed::Refused(e) => self.misuse(e),
+            }
+            return;
+        }
+        let layout = Layout::from_size_align(bytes, PAGE_SIZE).expect("page layout");
+        // SAFETY: by contract `p` is a `get_free_pages` block of `bytes`, whose handle was
+        // given up in `alloc_unchecked`.
+        let block = unsafe { SysBlock::from_raw(p, layout) };
+        // SAFETY: the caller is done with the pages (contract).
+        unsafe { sys_free(block) };
+        self.budget.release(bytes);
+        self.counters[self.pages_ix()].on_free();
+    }
+
+    /// Reports a misuse: count, trace, then panic or keep the report.
+    #[cold]
+    #[track_caller]
+    pub(crate) fn misuse(&self, e: KmemError) {
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(arena = %self.name, "kernel memory allocator: {e}");
+        match self.response {
+            Response::Panic => panic!("kernel memory allocator: {e}"),
+            Response::Report => {
+                let mut kept = self.errors.lock();
+                if kept.len() < MAX_KEPT_ERRORS {
+                    kept.push(e);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ArenaInner {
+    fn drop(&mut self) {
+        let in_use = self.budget.in_use();
+        match &self.checker {
+            Some(ch) => {
+                for e in ch.verify("arena drop") {
+                    self.error_count.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(arena = %self.name, "kernel memory allocator: {e}");
+                    eprintln!("kernel memory allocator: arena '{}': {e}", self.name);
+                }
+                let (live, first) = ch.live();
+                if live > 0 {
+                    let at = first.map(|s| format!(", the first allocated at {s}")).unwrap_or_default();
+                    tracing::error!(arena = %self.name, live, in_use, "arena dropped with buffers outstanding");
+                    eprintln!(
+                        "kernel memory allocator: arena '{}' dropped with {live} buffers ({in_use} bytes) still allocated{at}; they are leaked, not freed",
+                        self.name
+                    );
+                }
+                ch.release_all();
+            }
+            None if in_use > 0 => {
+                tracing::error!(arena = %self.name, in_use, "arena dropped with buffers outstanding");
+                eprintln!(
+                    "kernel memory allocator: arena '{}' dropped with {in_use} bytes still allocated; its slabs are leaked, not freed",
+                    self.name
+                );
+                self.caches.iter().for_each(ClassCache::leak);
+            }
+            None => {
+                for c in self.caches.iter() {
+                    // SAFETY: nothing is in use (the budget counts every live buffer).
+                    unsafe { c.release() };
+                }
+            }
+        }
+    }
+}

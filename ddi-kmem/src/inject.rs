@@ -1,0 +1,103 @@
+//! Failure injection: make chosen allocations fail so callers' failure paths run.
+//!
+//! Only allocations that are *allowed to fail* are eligible: those that may not sleep
+//! (`KM_NOSLEEP`, or every allocation under a personality that ignores `KM_SLEEP`). A
+//! `KM_SLEEP` allocation is "guaranteed to succeed" and is never failed by injection, as
+//! illumos applies `kmem_mtbf` only to `KM_NOSLEEP` allocations (illumos.md §1.3).
+
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use std::ops::RangeInclusive;
+
+/// Which eligible allocations fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailurePlan {
+    /// Only the `n`th eligible allocation after arming (1-based).
+    Nth(u64),
+    /// Every `n`th eligible allocation: the `n`th, `2n`th, ... (`n` >= 1).
+    EveryNth(u64),
+    /// A seeded pseudo-random fraction, `per_million` out of 1 000 000, reproducible per seed.
+    Fraction {
+        /// The generator's seed.
+        seed: u64,
+        /// Failures per million eligible allocations.
+        per_million: u32,
+    },
+    /// Every eligible allocation whose requested size lies in the range.
+    SizeRange(RangeInclusive<usize>),
+    /// Every eligible allocation.
+    Always,
+}
+
+#[derive(Debug)]
+struct Armed {
+    plan: FailurePlan,
+    seen: u64,
+    rng: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Injector {
+    armed: AtomicBool,
+    state: Mutex<Option<Armed>>,
+    injected: AtomicU64,
+}
+
+impl Injector {
+    pub(crate) fn arm(&self, plan: FailurePlan) {
+        if let FailurePlan::EveryNth(0) | FailurePlan::Nth(0) = plan {
+            panic!("FailurePlan: n must be at least 1, got {plan:?}");
+        }
+        let rng = match plan {
+            FailurePlan::Fraction { seed, .. } => seed | 1,
+            _ => 1,
+        };
+        *self.state.lock() = Some(Armed { plan, seen: 0, rng });
+        self.armed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn disarm(&self) {
+        *self.state.lock() = None;
+        self.armed.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// Whether this eligible allocation of `size` bytes is to fail.
+    #[inline]
+    pub(crate) fn should_fail(&self, size: usize) -> bool {
+        // Relaxed would do for the hint, but Acquire pairs with `arm`'s Release so a thread
+        // that sees the flag also sees the plan (the plan itself is read under the lock).
+        if !self.armed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.decide(size)
+    }
+
+    #[cold]
+    fn decide(&self, size: usize) -> bool {
+        let mut state = self.state.lock();
+        let Some(armed) = state.as_mut() else { return false };
+        armed.seen += 1;
+        let fail = match &armed.plan {
+            FailurePlan::Nth(n) => armed.seen == *n,
+            FailurePlan::EveryNth(n) => armed.seen % n == 0,
+            FailurePlan::Fraction { per_million, .. } => {
+                // xorshift64*: small, seedable, good enough to spread failures.
+                let mut x = armed.rng;
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                armed.rng = x;
+                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % 1_000_000 < u64::from(*per_million)
+            }
+            FailurePlan::SizeRange(r) => r.contains(&size),
+            FailurePlan::Always => true,
+        };
+        if fail {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        fail
+    }
+}

@@ -1,0 +1,96 @@
+//! The SVR4 DDI/DKI kernel memory interface: `kmem_alloc(9)`, `kmem_zalloc(9)`, `kmem_free(9)`.
+//!
+//! # Principles of operation
+//!
+//! **Arenas.** All memory comes from an [`Arena`]: a set of size-class caches and a page path
+//! over the process allocator, with an optional byte budget, a choice of misuse checks, a
+//! failure injector, statistics, and one personality's [`MemQuirks`]. The DDI functions
+//! ([`kmem_alloc`], [`kmem_zalloc`], [`kmem_free`], [`get_free_pages`], [`free_pages`]) act on
+//! the arena the calling thread has [entered](Arena::enter), or on the process-wide
+//! [default](Arena::default_arena) (native quirks, no budget, checks on in debug builds). So
+//! the same ported code, calling plain `kmem_alloc`, runs under LfS, Solaris or LiS semantics
+//! by entering a different arena, and tests with their own budgets run in parallel.
+//!
+//! **Native semantics** are those of Linux Fast-STREAMS `kmem_alloc(9)`: size 0 gives NULL for
+//! any flag; `kmem_free(NULL, 0)` is legal; requests round up to power-of-two classes from 32
+//! to 131072 bytes, each buffer aligned to its class; larger requests give NULL with a
+//! diagnostic ([`get_free_pages`] serves them); `KM_CACHEALIGN` starts a small request on a
+//! cache line; `kmem_zalloc` zeroes the whole extent; `kmem_alloc` memory is not zeroed.
+//!
+//! **Budget and sleeping.** Bytes in use are counted by extent (after class rounding). With a
+//! budget, a `KM_NOSLEEP` request the budget cannot cover returns NULL at once; a `KM_SLEEP`
+//! request sleeps until frees make room, then succeeds ("may sleep but guaranteed to
+//! succeed"). Every free that makes room wakes the sleepers; the protocol is argued in
+//! `budget.rs` and model-checked with loom. A `KM_SLEEP` request larger than the whole budget
+//! could never succeed: it is reported as a misuse instead of hanging.
+//!
+//! **Context.** Each thread is in user or interrupt context ([`InterruptGuard`]). `KM_SLEEP`
+//! from interrupt context is a misuse (9F CONTEXT); `KM_NOSLEEP` and `kmem_free` work anywhere.
+//!
+//! **Failure injection** ([`Arena::inject`]) fails chosen allocations among those allowed to
+//! fail (non-sleeping ones), so callers' failure paths run.
+//!
+//! **Checking** ([`Checking`]; Solaris `kmem_flags` AUDIT, REDZONE, DEADBEEF) is chosen per
+//! arena when it is built, on by default in debug builds. A checking arena keeps a table of
+//! every buffer by address and gives each its own block with a redzone; freed blocks are
+//! painted `0xdeadbeef` and wait, oldest first, for reuse (see `check.rs`). It detects, and
+//! reports with the call, the address, the sizes and (with audit) where the buffer was
+//! allocated and freed:
+//!
+//! | misuse | when |
+//! |---|---|
+//! | free size differs from the allocation | at the free, which is refused |
+//! | double free | at the second free, until the block is reused; refused |
+//! | pointer this arena never returned, or into the middle of a buffer | at the free; refused |
+//! | NULL with a non-zero size | at the free |
+//! | write past the requested size | at the free; the block is left out of use |
+//! | write after free | when the block is reused, at [`Arena::verify`], or when the arena drops |
+//! | `KM_SLEEP` from interrupt context | at the call |
+//!
+//! `kmem_alloc` memory in a checking arena holds `0xbaddcafe`, so code relying on zeroes
+//! fails. The response ([`Response`]) is a panic (default, kernel-like) or report-and-continue,
+//! which counts the error, keeps the report, refuses the offending free or leaves the damaged
+//! block out of use, and never hands a damaged block to anyone.
+//!
+//! **What is caught with checks off.** NULL with a non-zero size, a non-NULL buffer freed with
+//! a size no allocation can have (0, or above the largest class), and `KM_SLEEP` in interrupt
+//! context. Nothing else: as in Solaris without `kmem_flags`, a double free, a foreign pointer
+//! or a wrong size that maps to another class corrupts the free lists, which is why
+//! [`kmem_free`] is `unsafe`. Safe code uses [`KmemBuf`], which cannot get these wrong.
+//!
+//! **Vendor personalities** are data ([`MemQuirks`]); `compat-solaris` and `compat-lis`
+//! provide theirs and [`vendor`] runs one scenario under several and prints a table.
+//!
+//! **Raw memory** is obtained only in `sys.rs` (clippy `disallowed-methods` bans
+//! `std::alloc::{alloc, dealloc, ...}` elsewhere).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod arena;
+mod budget;
+mod buf;
+mod cache;
+mod check;
+mod class;
+mod context;
+mod ddi;
+mod error;
+mod flags;
+mod inject;
+mod quirks;
+mod stats;
+mod sync;
+mod sys;
+pub mod vendor;
+
+pub use arena::{Arena, ArenaBuilder, MAX_PAGE_ORDER, Response};
+pub use buf::KmemBuf;
+pub use check::{Checking, FREE_PATTERN, REDZONE_BYTE, UNINIT_PATTERN};
+pub use context::{Context, EnterGuard, InterruptGuard, current_arena, current_context, in_interrupt, interrupt};
+pub use ddi::{free_pages, get_free_pages, kmem_alloc, kmem_free, kmem_zalloc};
+pub use error::{KmemError, Site};
+pub use flags::{KM_CACHEALIGN, KM_DMA, KM_NOSLEEP, KM_PHYSCONTIG, KM_SLEEP, KmFlags};
+pub use inject::FailurePlan;
+pub use quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, SizeClasses, ZallocZeroes, ZeroSize};
+pub use stats::{ArenaStats, ClassStats};

@@ -1,0 +1,1 @@
+//! Ported STREAMS modules and the tour the README runs.
