@@ -335,6 +335,12 @@ impl Arena {
         }
     }
 
+    /// How many `KM_SLEEP` allocations are waiting for the budget right now. Lets a test
+    /// or a harness wait for a sleeper deterministically instead of by time.
+    pub fn waiting(&self) -> usize {
+        self.inner.budget.sleepers()
+    }
+
     /// Bytes currently allocated (by extent).
     pub fn bytes_in_use(&self) -> usize {
         self.inner.budget.in_use()

@@ -55,6 +55,10 @@ impl Budget {
         self.in_use.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed)
     }
