@@ -13,7 +13,7 @@
 //! waiting, the notification cannot fall between the re-check and the wait. The loom model in
 //! `tests/loom_budget.rs` explores this.
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, seqcst_pair_fence};
 use std::time::Duration;
 
 /// Why a charge did not succeed.
@@ -103,6 +103,7 @@ impl Budget {
         let mut guard = self.lock.lock();
         // SeqCst: the sleeper's write in the write-then-read pair (module doc).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        seqcst_pair_fence();
         let result = loop {
             match self.try_charge(bytes) {
                 Ok(()) => break Ok(slept),
@@ -124,6 +125,7 @@ impl Budget {
         // SeqCst: the releaser's write in the write-then-read pair (module doc).
         let prev = self.in_use.fetch_sub(bytes, Ordering::SeqCst);
         debug_assert!(prev >= bytes, "internal: budget released more than charged");
+        seqcst_pair_fence();
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             self.wake();
         }

@@ -324,9 +324,7 @@ impl Checker {
         if !self.flags.deadbeef {
             return None;
         }
-        let pat = FREE_PATTERN.to_le_bytes();
-        let bytes = block_bytes(&rec.block);
-        bytes.iter().enumerate().find(|&(i, &b)| b != pat[i % 4]).map(|(i, _)| i)
+        first_mismatch(block_bytes(&rec.block), &FREE_BYTES)
     }
 }
 
@@ -349,17 +347,19 @@ fn redzone_error(call: &'static str, rec: &Rec) -> Option<KmemError> {
     let bytes = block_bytes(&rec.block);
     let h = rec.shape.header;
     let size = rec.shape.size;
-    let damaged = (h + size..bytes.len()).find(|&i| {
-        let expected = if i - h < rec.zero_end { 0 } else { REDZONE_BYTE };
-        bytes[i] != expected
-    })?;
+    // Past the request: zero up to the end of a `kmem_zalloc` extent fill, then redzone bytes.
+    let zero_end = (h + rec.zero_end).clamp(h + size, bytes.len());
+    let (offset, expected) = match first_mismatch(&bytes[h + size..zero_end], &ZERO_BYTES) {
+        Some(i) => (size + i, 0),
+        None => (zero_end - h + first_mismatch(&bytes[zero_end..], &REDZONE_BYTES)?, REDZONE_BYTE),
+    };
     Some(KmemError::Redzone {
         call,
         addr: rec.user.as_ptr().addr(),
         size,
-        offset: damaged - h,
-        found: bytes[damaged],
-        expected: if damaged - h < rec.zero_end { 0 } else { REDZONE_BYTE },
+        offset,
+        found: bytes[h + offset],
+        expected,
         allocated_at: rec.allocated_at,
     })
 }
@@ -374,14 +374,53 @@ fn block_bytes(block: &SysBlock) -> &[u8] {
     unsafe { std::slice::from_raw_parts(block.ptr.as_ptr(), block.layout.size()) }
 }
 
-/// Fills `len` bytes at `p` with the repeating `pattern`.
+/// Fills `len` bytes at `p` with the repeating `pattern` (one byte, or four).
+///
+/// Bulk writes, not a byte loop: the patterns cover whole blocks, and Miri runs the test suite.
 ///
 /// # Safety
 /// - `p .. p + len` lies inside one block the caller owns and may write.
 unsafe fn paint(p: NonNull<u8>, len: usize, pattern: &[u8]) {
-    for i in 0..len {
-        let byte = p.as_ptr().wrapping_add(i);
-        // SAFETY: `i < len`, so `p + i` is inside the block (the function's contract).
-        unsafe { byte.write(pattern[i % pattern.len()]) };
+    debug_assert!(matches!(pattern.len(), 1 | 4), "internal: pattern period");
+    let p = p.as_ptr();
+    if let [byte] = pattern {
+        // SAFETY: `p .. p + len` is writable (the function's contract).
+        unsafe { p.write_bytes(*byte, len) };
+        return;
     }
+    let mut done = len.min(pattern.len());
+    // SAFETY: `done <= len` bytes at `p` are writable; `pattern` is a separate slice.
+    unsafe { std::ptr::copy_nonoverlapping(pattern.as_ptr(), p, done) };
+    // Double the painted prefix; `done` stays a multiple of the period, so the phase holds.
+    while done < len {
+        let n = done.min(len - done);
+        let dst = p.wrapping_add(done);
+        // SAFETY: source `p .. p + n` and destination `p + done .. p + done + n` lie inside
+        // the block (`done + n <= len`) and do not overlap (`n <= done`).
+        unsafe { std::ptr::copy_nonoverlapping(p, dst, n) };
+        done += n;
+    }
+}
+
+const fn repeated(pattern: [u8; 4]) -> [u8; 256] {
+    let mut out = [0; 256];
+    let mut i = 0;
+    while i < 256 {
+        out[i] = pattern[i % 4];
+        i += 1;
+    }
+    out
+}
+
+const FREE_BYTES: [u8; 256] = repeated(FREE_PATTERN.to_le_bytes());
+const ZERO_BYTES: [u8; 256] = [0; 256];
+const REDZONE_BYTES: [u8; 256] = [REDZONE_BYTE; 256];
+
+/// The first index where `bytes` differs from `pattern` repeated from index 0 (a 256-byte run
+/// of a pattern whose period divides 256). Whole runs compare as slices (`memcmp`).
+fn first_mismatch(bytes: &[u8], pattern: &[u8; 256]) -> Option<usize> {
+    bytes.chunks(256).enumerate().find_map(|(i, chunk)| {
+        (chunk != &pattern[..chunk.len()])
+            .then(|| i * 256 + chunk.iter().zip(pattern).position(|(a, b)| a != b).expect("chunks differ"))
+    })
 }

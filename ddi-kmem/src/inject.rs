@@ -48,7 +48,16 @@ impl Injector {
             panic!("FailurePlan: n must be at least 1, got {plan:?}");
         }
         let rng = match plan {
-            FailurePlan::Fraction { seed, .. } => seed | 1,
+            FailurePlan::Fraction { seed, .. } => {
+                // splitmix64 of the seed: a bijection, so distinct seeds give distinct
+                // generators (`seed | 1` made seeds 2k and 2k+1 identical); xorshift needs a
+                // non-zero state.
+                let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                if z == 0 { 0x9e37_79b9_7f4a_7c15 } else { z }
+            }
             _ => 1,
         };
         *self.state.lock() = Some(Armed { plan, seen: 0, rng });
