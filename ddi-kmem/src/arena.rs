@@ -492,6 +492,18 @@ impl ArenaInner {
                 };
                 let fill = if req.zero { Fill::Zero(zero_len) } else { Fill::Garbage };
                 let (p, errors) = ch.alloc(shape, fill, site);
+                if !errors.is_empty() && self.response == Response::Panic {
+                    // The report below panics: give back the block just allocated and its
+                    // charge first, so the panic leaves nothing live that no one holds.
+                    if let Some(p) = p {
+                        let _ = ch.free(req.call, &self.name, p.as_ptr().addr(), Some(req.size), site);
+                    }
+                    self.budget.release(chunk_bytes);
+                    for e in errors {
+                        self.misuse(e);
+                    }
+                    unreachable!("internal: Response::Panic returned from misuse");
+                }
                 if let Some(p) = p {
                     self.write_header(p, req);
                 }
