@@ -491,7 +491,7 @@ impl ArenaInner {
                     charged: chunk_bytes,
                 };
                 let fill = if req.zero { Fill::Zero(zero_len) } else { Fill::Garbage };
-                let (p, errors) = ch.alloc(shape, fill, site);
+                let (p, errors) = ch.alloc(req.call, shape, fill, site);
                 if !errors.is_empty() && self.response == Response::Panic {
                     // The report below panics: give back the block just allocated and its
                     // charge first, so the panic leaves nothing live that no one holds.
@@ -669,6 +669,12 @@ impl ArenaInner {
         unsafe { sys_free(block) };
         self.budget.release(bytes);
         self.counters[self.pages_ix()].on_free();
+    }
+
+    /// Reports a free of `p` that no allocation of this arena can match.
+    #[cold]
+    pub(crate) fn invalid_free(&self, call: &'static str, p: NonNull<u8>, size: usize) {
+        self.misuse(KmemError::InvalidFree { call, arena: self.name.clone(), addr: p.as_ptr().addr(), size });
     }
 
     /// Reports a misuse: count, trace, then panic or keep the report.

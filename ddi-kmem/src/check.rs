@@ -147,7 +147,13 @@ impl Checker {
 
     /// Allocates a buffer of `shape`. Returns the pointer, or `None` when the process
     /// allocator refuses, and the misuses found while reusing freed blocks.
-    pub(crate) fn alloc(&self, shape: Shape, fill: Fill, site: Site) -> (Option<NonNull<u8>>, Vec<KmemError>) {
+    pub(crate) fn alloc(
+        &self,
+        call: &'static str,
+        shape: Shape,
+        fill: Fill,
+        site: Site,
+    ) -> (Option<NonNull<u8>>, Vec<KmemError>) {
         let layout = Layout::from_size_align(shape.header + shape.extent + GUARD, shape.align)
             .expect("internal: checked layout");
         let mut errors = Vec::new();
@@ -160,7 +166,7 @@ impl Checker {
             match self.modified(&rec) {
                 None => break Some(rec.block),
                 Some(offset) => {
-                    errors.push(modified_error("kmem_alloc", &rec, offset));
+                    errors.push(modified_error(call, &rec, offset));
                     st.kept.push(rec.block);
                 }
             }

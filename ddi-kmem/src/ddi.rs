@@ -181,6 +181,9 @@ pub fn get_free_pages(flags: KmFlags, order: u32) -> *mut c_void {
 /// # Compatibility
 /// Linux `free_pages(addr, order)`.
 ///
+/// An order above [`MAX_PAGE_ORDER`] cannot have been allocated: it is reported as an
+/// invalid free in every arena, and the pages are left alone.
+///
 /// # Safety
 /// Unless the current arena checks: `addr` came from [`get_free_pages`] with `order` in the
 /// current arena, has not been freed, and is not used afterwards.
@@ -188,7 +191,10 @@ pub fn get_free_pages(flags: KmFlags, order: u32) -> *mut c_void {
 pub unsafe fn free_pages(addr: *mut c_void, order: u32) {
     let Some(p) = NonNull::new(addr.cast::<u8>()) else { return };
     let site = Site(Location::caller());
-    let bytes = PAGE_SIZE << order.min(MAX_PAGE_ORDER);
+    if order > MAX_PAGE_ORDER {
+        return with_current(|a| a.invalid_free("free_pages", p, usize::MAX));
+    }
+    let bytes = PAGE_SIZE << order;
     // SAFETY: forwarded contract.
     with_current(|a| unsafe { a.free_pages("free_pages", p, bytes, site) })
 }

@@ -43,29 +43,11 @@ mod std_shim {
             Self(std::sync::Condvar::new())
         }
         pub(crate) fn wait_for<T>(&self, guard: &mut std::sync::MutexGuard<'_, T>, timeout: Duration) {
-            take_mut(guard, |g| self.0.wait_timeout(g, timeout).unwrap_or_else(PoisonError::into_inner).0);
+            super::take_mut(guard, |g| self.0.wait_timeout(g, timeout).unwrap_or_else(PoisonError::into_inner).0);
         }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
-    }
-
-    /// Replaces `*slot` with `f(old)`; aborts if `f` unwinds, so the slot is never left moved-out.
-    fn take_mut<T>(slot: &mut T, f: impl FnOnce(T) -> T) {
-        struct Abort;
-        impl Drop for Abort {
-            fn drop(&mut self) {
-                std::process::abort();
-            }
-        }
-        let bomb = Abort;
-        // SAFETY: the value is read out and a new one written back before anything can
-        // observe the slot; if `f` unwinds, `bomb` aborts the process first.
-        let old = unsafe { std::ptr::read(slot) };
-        let new = f(old);
-        // SAFETY: `slot` is valid for writes and currently holds a moved-out value.
-        unsafe { std::ptr::write(slot, new) };
-        std::mem::forget(bomb);
     }
 }
 
@@ -127,37 +109,36 @@ mod loom_shim {
 
     pub(crate) struct Condvar(loom::sync::Condvar);
 
-    /// Mirrors `parking_lot::WaitTimeoutResult` closely enough for our callers.
-    pub(crate) struct WaitTimeoutResult(bool);
-    impl WaitTimeoutResult {
-        pub(crate) fn timed_out(&self) -> bool {
-            self.0
-        }
-    }
-
     impl Condvar {
         pub(crate) fn new() -> Self {
             Self(loom::sync::Condvar::new())
         }
-        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            // loom's wait consumes the guard; swap it through a raw read/write pair.
-            // SAFETY: `guard` is read out and a valid guard is written back before anyone
-            // can observe the slot; `wait` does not unwind under loom except on a model
-            // failure, which aborts the model anyway.
-            unsafe {
-                let g = std::ptr::read(guard);
-                let g = self.0.wait(g).expect("loom condvar poisoned");
-                std::ptr::write(guard, g);
-            }
-        }
-        pub(crate) fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, _timeout: Duration) -> WaitTimeoutResult {
-            // loom has no time: a timed wait is modelled as a wait that may end spuriously,
-            // which the callers already handle by re-checking their condition.
-            self.wait(guard);
-            WaitTimeoutResult(false)
+        pub(crate) fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, _timeout: Duration) {
+            // loom has no time: a timed wait is modelled as a plain wait, which the callers
+            // treat like any wake-up by re-checking their condition.
+            super::take_mut(guard, |g| self.0.wait(g).expect("loom condvar poisoned"));
         }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
     }
+}
+
+#[cfg(any(loom, miri))]
+/// Replaces `*slot` with `f(old)`; aborts if `f` unwinds, so the slot is never left moved-out.
+pub(crate) fn take_mut<T>(slot: &mut T, f: impl FnOnce(T) -> T) {
+    struct Abort;
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            std::process::abort();
+        }
+    }
+    let bomb = Abort;
+    // SAFETY: the value is read out and a new one written back before anything can
+    // observe the slot; if `f` unwinds, `bomb` aborts the process first.
+    let old = unsafe { std::ptr::read(slot) };
+    let new = f(old);
+    // SAFETY: `slot` is valid for writes and currently holds a moved-out value.
+    unsafe { std::ptr::write(slot, new) };
+    std::mem::forget(bomb);
 }

@@ -651,3 +651,42 @@ fn correct_use_through_the_ddi_functions_reports_nothing() {
     assert_eq!(a.stats().errors, 0);
     assert_arena_healthy(&a);
 }
+
+// --- reports name the call that found them ---------------------------------------------------
+
+#[test]
+fn write_after_free_found_by_kmem_zalloc_names_kmem_zalloc() {
+    let a = report("modified-zalloc");
+    let p = a.alloc(64, KM_NOSLEEP);
+    free_in(&a, p, 64);
+    poke(p, 5, 0);
+    let q = a.zalloc(64, KM_NOSLEEP);
+    let errors = a.take_errors();
+    assert!(
+        matches!(errors.as_slice(), [KmemError::ModifiedAfterFree { call: "kmem_zalloc", offset: 5, .. }]),
+        "{errors:?}"
+    );
+    free_in(&a, q, 64);
+    assert_arena_healthy(&a);
+}
+
+#[test]
+fn free_pages_with_an_impossible_order_is_reported_in_every_arena() {
+    for checking in [Checking::OFF, Checking::FULL] {
+        let a = arena("bad-order", checking, Response::Report);
+        a.run(|| {
+            let p = ddi_kmem::get_free_pages(KM_NOSLEEP, ddi_kmem::MAX_PAGE_ORDER);
+            assert!(!p.is_null());
+            // SAFETY: an order no allocation can have is refused and reported; `p` stays live.
+            unsafe { ddi_kmem::free_pages(p, ddi_kmem::MAX_PAGE_ORDER + 1) };
+            let errors = a.take_errors();
+            assert!(
+                matches!(errors.as_slice(), [KmemError::InvalidFree { call: "free_pages", .. }]),
+                "{checking:?}: {errors:?}"
+            );
+            // SAFETY: `p` came from get_free_pages with MAX_PAGE_ORDER and is still live.
+            unsafe { ddi_kmem::free_pages(p, ddi_kmem::MAX_PAGE_ORDER) };
+        });
+        assert_eq!(a.bytes_in_use(), 0);
+    }
+}
