@@ -1,22 +1,24 @@
 //! Arenas: where memory comes from, with budget, checking, failure injection and statistics.
 
 use crate::budget::{Budget, Refused};
-use crate::cache::ClassCache;
-use crate::check::{Checker, Checking, Fill, Freed, Shape};
+use crate::cache::{CacheCore, Ctor, Dtor, Reclaim};
+use crate::check::{CacheTag, Checker, Checking, Fill, Freed, Shape};
+use crate::class::Class;
 use crate::class::ClassTable;
 use crate::context::{self, EnterGuard};
 use crate::error::{KmemError, Site};
-use crate::flags::{KM_CACHEALIGN, KmFlags};
+use crate::flags::{KM_CACHEALIGN, KM_NOSLEEP, KmFlags};
 use crate::inject::{FailurePlan, Injector};
+use crate::kmem_cache::CacheShared;
 use crate::quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, ZallocZeroes, ZeroSize};
-use crate::stats::{ArenaStats, ClassStats, PaddedCounters};
+use crate::stats::{ArenaStats, CacheStats, ClassCounters, ClassStats, PaddedCounters};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::sys::{SysBlock, sys_alloc, sys_free};
 use std::alloc::Layout;
 use std::fmt;
 use std::panic::Location;
 use std::ptr::{self, NonNull};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// What an arena does when it detects a misuse.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,14 +87,21 @@ impl ArenaBuilder {
     /// Builds the arena.
     pub fn build(self) -> Arena {
         let q = self.quirks;
-        assert!(q.round_to >= 1, "MemQuirks::round_to must be at least 1");
+        assert!(q.round_to.is_power_of_two(), "MemQuirks::round_to must be a power of two");
         assert!(q.hidden_header % 8 == 0, "MemQuirks::hidden_header must keep 8-byte alignment");
         let table = ClassTable::new(q.classes);
-        let caches = table.classes.iter().map(|&c| ClassCache::new(c)).collect();
+        let caches = table
+            .classes
+            .iter()
+            .map(|&c| CacheCore::new(format!("{}:kmem_alloc_{}", self.name, c.size), c, None, None, None))
+            .collect();
         let counters = (0..=table.classes.len()).map(|_| PaddedCounters::default()).collect();
         // A personality that verifies the free size needs the side table even unchecked.
         let checker = (self.checking.any() || q.free_size == FreeSize::Verified).then(|| Checker::new(self.checking));
         let cachealign_class = table.index(CACHE_LINE);
+        let exact = checker.is_some() || self.budget.is_some();
+        let plain =
+            !exact && q.hidden_header == 0 && q.round_to == 1 && q.trailer == 0 && q.free_size == FreeSize::Trusted;
         Arena {
             inner: Arc::new(ArenaInner {
                 name: self.name,
@@ -108,6 +117,9 @@ impl ArenaBuilder {
                 error_count: AtomicU64::new(0),
                 cachealign_used: AtomicBool::new(false),
                 cachealign_class,
+                exact,
+                plain,
+                user_caches: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -145,7 +157,7 @@ impl fmt::Debug for Arena {
         f.debug_struct("Arena")
             .field("name", &self.inner.name)
             .field("vendor", &self.inner.quirks.vendor)
-            .field("bytes_in_use", &self.inner.budget.in_use())
+            .field("bytes_in_use", &self.inner.bytes_in_use())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +166,16 @@ pub(crate) struct ArenaInner {
     name: String,
     quirks: MemQuirks,
     table: ClassTable,
-    caches: Box<[ClassCache]>,
+    /// The size classes, as object caches without constructor (the magazine layer).
+    caches: Box<[Arc<CacheCore>]>,
+    /// Whether class allocations are counted exactly, with atomics, as they happen (a budget
+    /// to enforce, or checking). Otherwise the caches' per-thread counters are summed when
+    /// asked, and the fast path has no shared read-modify-write.
+    exact: bool,
+    /// The object caches made with `kmem_cache_create` in this arena.
+    user_caches: Mutex<Vec<Weak<CacheCore>>>,
+    /// Not exact, and the quirks add nothing to a request: the fast path applies.
+    plain: bool,
     /// One per class, then one for the page path.
     counters: Box<[PaddedCounters]>,
     budget: Budget,
@@ -203,6 +224,10 @@ impl Arena {
     /// has entered no arena: native quirks, no budget, default checking, panic on misuse.
     pub fn default_arena() -> &'static Arena {
         default_arena()
+    }
+
+    pub(crate) fn inner_arc(&self) -> &Arc<ArenaInner> {
+        &self.inner
     }
 
     pub(crate) fn inner(&self) -> &ArenaInner {
@@ -310,20 +335,35 @@ impl Arena {
             .counters
             .iter()
             .enumerate()
-            .map(|(i, c)| ClassStats {
-                size: a.table.classes.get(i).map(|c| c.size),
-                allocations: c.allocs.load(Ordering::Relaxed),
-                frees: c.frees.load(Ordering::Relaxed),
-                failures: c.failures.load(Ordering::Relaxed),
-                sleeps: c.sleeps.load(Ordering::Relaxed),
-                buffers_in_use: c.in_use.load(Ordering::Relaxed),
-                high_water: c.high_water.load(Ordering::Relaxed),
+            .map(|(i, c)| {
+                let mut s = ClassStats {
+                    size: a.table.classes.get(i).map(|c| c.size),
+                    allocations: c.allocs.load(Ordering::Relaxed),
+                    frees: c.frees.load(Ordering::Relaxed),
+                    failures: c.failures.load(Ordering::Relaxed),
+                    sleeps: c.sleeps.load(Ordering::Relaxed),
+                    buffers_in_use: c.in_use.load(Ordering::Relaxed),
+                    high_water: c.high_water.load(Ordering::Relaxed),
+                };
+                if let (false, Some(cache)) = (a.exact, a.caches.get(i)) {
+                    (s.allocations, s.frees) = cache.counts();
+                    s.buffers_in_use = cache.in_use();
+                    s.high_water = cache.high_water();
+                }
+                s
             })
             .collect();
+        let high_water = if a.exact {
+            a.budget.high_water()
+        } else {
+            // An upper bound: the per-class peaks need not have coincided.
+            a.budget.high_water()
+                + classes.iter().zip(&a.table.classes).map(|(s, c)| s.high_water * c.size).sum::<usize>()
+        };
         ArenaStats {
             name: a.name.clone(),
-            bytes_in_use: a.budget.in_use(),
-            high_water: a.budget.high_water(),
+            bytes_in_use: a.bytes_in_use(),
+            high_water,
             budget: a.budget.limit(),
             allocations: classes.iter().map(|c| c.allocations).sum(),
             frees: classes.iter().map(|c| c.frees).sum(),
@@ -343,7 +383,24 @@ impl Arena {
 
     /// Bytes currently allocated (by extent).
     pub fn bytes_in_use(&self) -> usize {
-        self.inner.budget.in_use()
+        self.inner.bytes_in_use()
+    }
+
+    /// Trims every size class's depot to its working set: magazines unused since the previous
+    /// reap are destroyed (illumos `kmem_reap`). Returns how many buffers that released.
+    pub fn reap(&self) -> usize {
+        self.inner.reap_all()
+    }
+
+    /// Statistics of the size class whose buffers are `size` bytes, as for an object cache.
+    pub fn class_cache_stats(&self, size: usize) -> Option<CacheStats> {
+        let ix = self.inner.table.classes.iter().position(|c| c.size == size)?;
+        Some(self.inner.caches[ix].stats(0))
+    }
+
+    /// Empties every size class's depot. Returns how many buffers that released.
+    pub fn purge(&self) -> usize {
+        self.inner.caches.iter().map(|c| c.purge()).sum()
     }
 
     /// Allocates like [`kmem_alloc`](crate::kmem_alloc), in this arena.
@@ -401,6 +458,33 @@ impl ArenaInner {
     /// `kmem_alloc` / `kmem_zalloc` under this arena's quirks.
     #[inline]
     pub(crate) fn alloc(&self, call: &'static str, size: usize, flags: KmFlags, zero: bool, site: Site) -> *mut u8 {
+        // The fast path: a plain arena (no budget, no checking, no header or rounding), a
+        // size-class request, nothing that needs a report or an injected failure. One
+        // thread-local lookup and a magazine pop; everything else takes the general path.
+        if self.plain
+            && size.wrapping_sub(1) < self.table.max()
+            && flags.bits() & KM_CACHEALIGN.bits() == 0
+            && !(flags.may_sleep() && context::in_interrupt())
+            && !self.injector.armed()
+        {
+            let ix = self.table.index(size).expect("size <= max");
+            if let Some(p) = self.caches[ix].alloc(flags) {
+                if zero {
+                    let n = match self.quirks.zalloc_zeroes {
+                        ZallocZeroes::Extent => self.table.classes[ix].size,
+                        ZallocZeroes::Request => size,
+                    };
+                    // SAFETY: the buffer holds its class's size, at least `n` bytes.
+                    unsafe { p.as_ptr().write_bytes(0, n) };
+                }
+                return p.as_ptr();
+            }
+        }
+        self.alloc_general(call, size, flags, zero, site)
+    }
+
+    #[inline(never)]
+    fn alloc_general(&self, call: &'static str, size: usize, flags: KmFlags, zero: bool, site: Site) -> *mut u8 {
         if size == 0 && self.quirks.zero_size == ZeroSize::Null {
             tracing::debug!(arena = %self.name, call, "size 0: NULL");
             return ptr::null_mut();
@@ -445,34 +529,13 @@ impl ArenaInner {
             Route::Pages(bytes) => (self.pages_ix(), bytes, PAGE_SIZE),
         };
         let ctr = &self.counters[cix];
+        let exact = self.exact || cix == self.pages_ix();
         if !req.may_sleep && self.injector.should_fail(req.size) {
             ctr.failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(arena = %self.name, call = req.call, size = req.size, "failure injected: NULL");
             return None;
         }
-        if req.may_sleep {
-            match self.budget.charge_sleeping(chunk_bytes) {
-                Ok(0) => {}
-                Ok(slept) => {
-                    ctr.sleeps.fetch_add(slept, Ordering::Relaxed);
-                    tracing::debug!(arena = %self.name, call = req.call, size = req.size, slept, "KM_SLEEP allocation slept for the budget");
-                }
-                Err(_) => {
-                    ctr.failures.fetch_add(1, Ordering::Relaxed);
-                    self.misuse(KmemError::SleepNeverSatisfiable {
-                        call: req.call,
-                        arena: self.name.clone(),
-                        size: req.size,
-                        extent: chunk_bytes,
-                        budget: self.budget.limit().unwrap_or(0),
-                    });
-                    return None;
-                }
-            }
-        } else if let Err(why) = self.budget.try_charge(chunk_bytes) {
-            debug_assert!(matches!(why, Refused::Exhausted | Refused::NeverFits));
-            ctr.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(arena = %self.name, call = req.call, size = req.size, in_use = self.budget.in_use(), "budget exhausted: NULL");
+        if exact && !self.charge(req.call, req.size, chunk_bytes, req.may_sleep, ctr) {
             return None;
         }
         let extent = chunk_bytes - req.header;
@@ -489,14 +552,15 @@ impl ArenaInner {
                     align,
                     class: (cix < self.pages_ix()).then_some(cix),
                     charged: chunk_bytes,
+                    cache: None,
                 };
                 let fill = if req.zero { Fill::Zero(zero_len) } else { Fill::Garbage };
-                let (p, errors) = ch.alloc(req.call, shape, fill, site);
+                let (p, errors) = ch.alloc(req.call, shape, fill, None, site);
                 if !errors.is_empty() && self.response == Response::Panic {
                     // The report below panics: give back the block just allocated and its
                     // charge first, so the panic leaves nothing live that no one holds.
                     if let Some(p) = p {
-                        let _ = ch.free(req.call, &self.name, p.as_ptr().addr(), Some(req.size), site);
+                        let _ = ch.free(req.call, &self.name, p.as_ptr().addr(), Some(req.size), None, site, |_| {});
                     }
                     self.budget.release(chunk_bytes);
                     for e in errors {
@@ -516,11 +580,15 @@ impl ArenaInner {
         };
         match got {
             Some(p) => {
-                ctr.on_alloc();
+                if exact {
+                    ctr.on_alloc();
+                }
                 Some(p)
             }
             None => {
-                self.budget.release(chunk_bytes);
+                if exact {
+                    self.budget.release(chunk_bytes);
+                }
                 ctr.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(arena = %self.name, call = req.call, size = req.size, "the process allocator refused: NULL");
                 None
@@ -531,7 +599,7 @@ impl ArenaInner {
     #[inline]
     fn alloc_unchecked(&self, req: Request, chunk_bytes: usize, zero_len: usize) -> Option<NonNull<u8>> {
         let chunk = match req.route {
-            Route::Class(ix) => self.caches[ix].alloc()?,
+            Route::Class(ix) => self.caches[ix].alloc(KM_NOSLEEP)?,
             Route::Pages(bytes) => {
                 let block = sys_alloc(Layout::from_size_align(bytes, PAGE_SIZE).ok()?)?;
                 let p = block.ptr;
@@ -575,10 +643,20 @@ impl ArenaInner {
             }
             return;
         };
+        if self.plain
+            && size.wrapping_sub(1) < self.table.max()
+            && (size > CACHE_LINE / 2 || !self.cachealign_used.load(Ordering::Relaxed))
+        {
+            let ix = self.table.index(size).expect("size <= max");
+            // SAFETY: by contract `p` is a live buffer of this arena allocated with `size`
+            // bytes, so it came from class `ix` (no header, no rounding, no cache-align
+            // substitution in play).
+            return unsafe { self.caches[ix].free(p) };
+        }
         if let Some(ch) = &self.checker {
             let passed = (self.quirks.free_size != FreeSize::Ignored).then_some(size);
-            match ch.free(call, &self.name, p.as_ptr().addr(), passed, site) {
-                Freed::Ok { class, charged, error } => {
+            match ch.free(call, &self.name, p.as_ptr().addr(), passed, None, site, |_| {}) {
+                Freed::Ok { class, charged, error, .. } => {
                     self.budget.release(charged);
                     self.counters[class.unwrap_or(self.pages_ix())].on_free();
                     if let Some(e) = error {
@@ -618,7 +696,7 @@ impl ArenaInner {
         let chunk = unsafe { p.sub(header) };
         if size <= CACHE_LINE / 2 && self.cachealign_used.load(Ordering::Relaxed) {
             if let Some(cl) = self.cachealign_class {
-                if self.caches[cl].owns(chunk) {
+                if self.caches[cl].slab.owns(chunk) {
                     route = Route::Class(cl);
                 }
             }
@@ -639,8 +717,10 @@ impl ArenaInner {
                 (self.pages_ix(), bytes)
             }
         };
-        self.budget.release(bytes);
-        self.counters[cix].on_free();
+        if self.exact || cix == self.pages_ix() {
+            self.budget.release(bytes);
+            self.counters[cix].on_free();
+        }
     }
 
     /// `free_pages`.
@@ -649,8 +729,8 @@ impl ArenaInner {
     /// Unless the arena checks, `p` came from `get_free_pages` of this arena with `bytes`.
     pub(crate) unsafe fn free_pages(&self, call: &'static str, p: NonNull<u8>, bytes: usize, site: Site) {
         if let Some(ch) = &self.checker {
-            match ch.free(call, &self.name, p.as_ptr().addr(), Some(bytes), site) {
-                Freed::Ok { class, charged, error } => {
+            match ch.free(call, &self.name, p.as_ptr().addr(), Some(bytes), None, site, |_| {}) {
+                Freed::Ok { class, charged, error, .. } => {
                     self.budget.release(charged);
                     self.counters[class.unwrap_or(self.pages_ix())].on_free();
                     if let Some(e) = error {
@@ -669,6 +749,183 @@ impl ArenaInner {
         unsafe { sys_free(block) };
         self.budget.release(bytes);
         self.counters[self.pages_ix()].on_free();
+    }
+
+    /// Charges `bytes` to the budget; `false` (counted as a failure) when it cannot.
+    ///
+    /// A sleeping request under pressure first asks every cache to give memory back (the
+    /// clients' reclaim callbacks, then the depots' unused magazines), as the kernel reaps its
+    /// caches before it makes an allocation wait (illumos `kmem_reap`).
+    fn charge(&self, call: &'static str, size: usize, bytes: usize, may_sleep: bool, ctr: &ClassCounters) -> bool {
+        match self.budget.try_charge(bytes) {
+            Ok(()) => return true,
+            Err(Refused::Exhausted) if may_sleep => {
+                tracing::debug!(arena = %self.name, call, size, "budget exhausted: reaping the caches before sleeping");
+                self.reap_all();
+            }
+            Err(_) if may_sleep => {}
+            Err(_) => {
+                ctr.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(arena = %self.name, call, size, in_use = self.budget.in_use(), "budget exhausted: NULL");
+                return false;
+            }
+        }
+        match self.budget.charge_sleeping(bytes) {
+            Ok(0) => true,
+            Ok(slept) => {
+                ctr.sleeps.fetch_add(slept, Ordering::Relaxed);
+                tracing::debug!(arena = %self.name, call, size, slept, "KM_SLEEP allocation slept for the budget");
+                true
+            }
+            Err(_) => {
+                ctr.failures.fetch_add(1, Ordering::Relaxed);
+                self.misuse(KmemError::SleepNeverSatisfiable {
+                    call,
+                    arena: self.name.clone(),
+                    size,
+                    extent: bytes,
+                    budget: self.budget.limit().unwrap_or(0),
+                });
+                false
+            }
+        }
+    }
+
+    /// Reaps every cache of the arena: size classes and object caches.
+    pub(crate) fn reap_all(&self) -> usize {
+        let users: Vec<Arc<CacheCore>> = self.user_caches.lock().iter().filter_map(Weak::upgrade).collect();
+        self.caches.iter().chain(&users).map(|c| c.reap()).sum()
+    }
+
+    /// `kmem_cache_alloc` for an object cache of this arena.
+    pub(crate) fn cache_alloc(&self, c: &CacheShared, flags: KmFlags, site: Site) -> *mut u8 {
+        const CALL: &str = "kmem_cache_alloc";
+        let core = &c.core;
+        let size = core.class.size;
+        let mut may_sleep = flags.may_sleep();
+        if may_sleep && context::in_interrupt() {
+            self.misuse(KmemError::SleepInInterrupt { call: CALL, size });
+            may_sleep = false;
+        }
+        let may_sleep = may_sleep && self.quirks.honours_sleep;
+        if !may_sleep && self.injector.should_fail(size) {
+            c.counters.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(arena = %self.name, cache = %core.name, "failure injected: NULL");
+            return ptr::null_mut();
+        }
+        if self.exact && !self.charge(CALL, size, size, may_sleep, &c.counters) {
+            return ptr::null_mut();
+        }
+        let got = match (&self.checker, c.checked) {
+            (Some(ch), true) => {
+                let shape = Shape {
+                    header: 0,
+                    size,
+                    extent: size,
+                    align: core.class.align,
+                    class: None,
+                    charged: size,
+                    cache: Some(c.tag.id),
+                };
+                let (p, errors) = ch.alloc(CALL, shape, Fill::Garbage, Some(&c.tag), site);
+                for e in errors {
+                    self.misuse(e);
+                }
+                // Checking runs the constructor at every allocation and the destructor at
+                // every free, as illumos does in DEADBEEF mode, so constructed state cannot
+                // hide a use after free.
+                p.and_then(|p| {
+                    if core.construct(p, flags) {
+                        core.count_outside(true);
+                        Some(p)
+                    } else {
+                        let _ = ch.free(CALL, &self.name, p.as_ptr().addr(), Some(size), Some(&c.tag), site, |_| {});
+                        None
+                    }
+                })
+            }
+            _ => core.alloc(flags),
+        };
+        match got {
+            Some(p) => p.as_ptr(),
+            None => {
+                if self.exact {
+                    self.budget.release(size);
+                }
+                c.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(arena = %self.name, cache = %core.name, "kmem_cache_alloc: NULL (slab growth or constructor failed)");
+                ptr::null_mut()
+            }
+        }
+    }
+
+    /// `kmem_cache_free` for an object cache of this arena.
+    ///
+    /// # Safety
+    /// Unless the cache is checked: `p` came from `cache_alloc` of `c`, is in use, and is not
+    /// used afterwards.
+    pub(crate) unsafe fn cache_free(&self, c: &CacheShared, p: NonNull<u8>, site: Site) {
+        const CALL: &str = "kmem_cache_free";
+        let core = &c.core;
+        match (&self.checker, c.checked) {
+            (Some(ch), true) => {
+                let size = core.class.size;
+                match ch.free(CALL, &self.name, p.as_ptr().addr(), Some(size), Some(&c.tag), site, |p| core.destruct(p))
+                {
+                    Freed::Ok { charged, error, .. } => {
+                        if self.exact {
+                            self.budget.release(charged);
+                        }
+                        core.count_outside(false);
+                        if let Some(e) = error {
+                            self.misuse(e);
+                        }
+                    }
+                    Freed::Refused(e) => self.misuse(e),
+                }
+            }
+            _ => {
+                // SAFETY: forwarded contract.
+                unsafe { core.free(p) };
+                if self.exact {
+                    self.budget.release(core.class.size);
+                }
+            }
+        }
+    }
+
+    /// Creates an object cache in this arena.
+    pub(crate) fn create_cache(
+        self: &Arc<Self>,
+        name: &str,
+        class: Class,
+        ctor: Option<Ctor>,
+        dtor: Option<Dtor>,
+        reclaim: Option<Reclaim>,
+        nodebug: bool,
+    ) -> CacheShared {
+        let core = CacheCore::new(name.to_string(), class, ctor, dtor, reclaim);
+        let mut users = self.user_caches.lock();
+        users.retain(|w| w.strong_count() > 0);
+        users.push(Arc::downgrade(&core));
+        CacheShared {
+            tag: CacheTag { id: core.id, name: name.into() },
+            checked: self.checker.is_some() && !nodebug,
+            counters: PaddedCounters::default(),
+            arena: self.clone(),
+            core,
+        }
+    }
+
+    /// Bytes handed out and not yet freed, by extent.
+    pub(crate) fn bytes_in_use(&self) -> usize {
+        if self.exact {
+            self.budget.in_use()
+        } else {
+            // The budget still counts the page path; the classes count per thread.
+            let users: Vec<Arc<CacheCore>> = self.user_caches.lock().iter().filter_map(Weak::upgrade).collect();
+            self.budget.in_use() + self.caches.iter().chain(&users).map(|c| c.in_use() * c.class.size).sum::<usize>()
+        }
     }
 
     /// Reports a free of `p` that no allocation of this arena can match.
@@ -697,7 +954,7 @@ impl ArenaInner {
 
 impl Drop for ArenaInner {
     fn drop(&mut self) {
-        let in_use = self.budget.in_use();
+        let in_use = self.bytes_in_use();
         match &self.checker {
             Some(ch) => {
                 for e in ch.verify("arena drop") {
@@ -722,14 +979,11 @@ impl Drop for ArenaInner {
                     "kernel memory allocator: arena '{}' dropped with {in_use} bytes still allocated; its slabs are leaked, not freed",
                     self.name
                 );
-                self.caches.iter().for_each(ClassCache::leak);
+                self.caches.iter().for_each(|c| c.retire(true));
             }
-            None => {
-                for c in self.caches.iter() {
-                    // SAFETY: nothing is in use (the budget counts every live buffer).
-                    unsafe { c.release() };
-                }
-            }
+            // The caches release their slabs when the last thread holding magazines of
+            // theirs lets go (this one now; others when they exit).
+            None => self.caches.iter().for_each(|c| c.retire(false)),
         }
     }
 }

@@ -96,6 +96,15 @@ pub(crate) struct Shape {
     /// The size class index (`None`: page path) and bytes charged to the budget.
     pub(crate) class: Option<usize>,
     pub(crate) charged: usize,
+    /// The object cache (id) the buffer belongs to, for `kmem_cache_alloc` buffers.
+    pub(crate) cache: Option<usize>,
+}
+
+/// Which object cache a buffer belongs to, with its name for reports.
+#[derive(Clone, Debug)]
+pub(crate) struct CacheTag {
+    pub(crate) id: usize,
+    pub(crate) name: std::sync::Arc<str>,
 }
 
 #[derive(Debug)]
@@ -107,6 +116,7 @@ struct Rec {
     /// in the redzone).
     zero_end: usize,
     live: bool,
+    cache_name: Option<std::sync::Arc<str>>,
     allocated_at: Option<Site>,
     freed_at: Option<Site>,
 }
@@ -152,6 +162,7 @@ impl Checker {
         call: &'static str,
         shape: Shape,
         fill: Fill,
+        tag: Option<&CacheTag>,
         site: Site,
     ) -> (Option<NonNull<u8>>, Vec<KmemError>) {
         let layout = Layout::from_size_align(shape.header + shape.extent + GUARD, shape.align)
@@ -187,6 +198,7 @@ impl Checker {
             shape,
             zero_end,
             live: true,
+            cache_name: tag.map(|t| t.name.clone()),
             allocated_at: self.flags.audit.then_some(site),
             freed_at: None,
         };
@@ -196,46 +208,78 @@ impl Checker {
     }
 
     /// Frees the buffer at `addr`. `size` is what the caller passed, or `None` where the
-    /// personality ignores it.
-    pub(crate) fn free(&self, call: &'static str, arena: &str, addr: usize, size: Option<usize>, site: Site) -> Freed {
-        let mut st = self.state.lock();
-        let passed = size.unwrap_or(0);
-        let Some(rec) = st.table.get_mut(&addr) else {
-            // Not a buffer start: an interior pointer, or not ours at all.
-            if let Some((&base, rec)) = st.table.range(..addr).next_back() {
-                if rec.live && addr < base + rec.shape.extent.max(1) {
-                    return Freed::Refused(KmemError::BadBase {
+    /// personality ignores it; `tag` is the object cache the caller frees to (`None`: the
+    /// size classes or pages). `destruct` runs on a valid buffer before it is painted, outside
+    /// the checker's lock (a destructor may free memory itself).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn free(
+        &self,
+        call: &'static str,
+        arena: &str,
+        addr: usize,
+        size: Option<usize>,
+        tag: Option<&CacheTag>,
+        site: Site,
+        destruct: impl FnOnce(NonNull<u8>),
+    ) -> Freed {
+        let (user, class, charged) = {
+            let mut st = self.state.lock();
+            let passed = size.unwrap_or(0);
+            let Some(rec) = st.table.get_mut(&addr) else {
+                // Not a buffer start: an interior pointer, or not ours at all.
+                if let Some((&base, rec)) = st.table.range(..addr).next_back() {
+                    if rec.live && addr < base + rec.shape.extent.max(1) {
+                        return Freed::Refused(KmemError::BadBase {
+                            call,
+                            addr,
+                            base,
+                            alloc_size: rec.shape.size,
+                            allocated_at: rec.allocated_at,
+                        });
+                    }
+                }
+                return Freed::Refused(KmemError::InvalidFree { call, arena: arena.to_string(), addr, size: passed });
+            };
+            if !rec.live {
+                return Freed::Refused(KmemError::DuplicateFree {
+                    call,
+                    addr,
+                    size: passed,
+                    allocated_at: rec.allocated_at,
+                    freed_at: rec.freed_at,
+                });
+            }
+            if rec.shape.cache != tag.map(|t| t.id) {
+                let name = |n: Option<&std::sync::Arc<str>>| {
+                    n.map_or_else(|| "kmem_alloc".to_string(), |n| format!("cache '{n}'"))
+                };
+                return Freed::Refused(KmemError::BadCache {
+                    call,
+                    addr,
+                    allocated_from: name(rec.cache_name.as_ref()),
+                    freed_to: name(tag.map(|t| &t.name)),
+                    allocated_at: rec.allocated_at,
+                });
+            }
+            if let Some(size) = size {
+                if size != rec.shape.size {
+                    return Freed::Refused(KmemError::BadSize {
                         call,
                         addr,
-                        base,
+                        free_size: size,
                         alloc_size: rec.shape.size,
                         allocated_at: rec.allocated_at,
                     });
                 }
             }
-            return Freed::Refused(KmemError::InvalidFree { call, arena: arena.to_string(), addr, size: passed });
+            // No longer live: a second free from here on is a duplicate.
+            rec.live = false;
+            rec.freed_at = self.flags.audit.then_some(site);
+            (rec.user, rec.shape.class, rec.shape.charged)
         };
-        if !rec.live {
-            return Freed::Refused(KmemError::DuplicateFree {
-                call,
-                addr,
-                size: passed,
-                allocated_at: rec.allocated_at,
-                freed_at: rec.freed_at,
-            });
-        }
-        if let Some(size) = size {
-            if size != rec.shape.size {
-                return Freed::Refused(KmemError::BadSize {
-                    call,
-                    addr,
-                    free_size: size,
-                    alloc_size: rec.shape.size,
-                    allocated_at: rec.allocated_at,
-                });
-            }
-        }
-        let (class, charged) = (rec.shape.class, rec.shape.charged);
+        destruct(user);
+        let mut st = self.state.lock();
+        let rec = st.table.get_mut(&addr).expect("internal: record vanished while freeing");
         let error = if self.flags.redzone { redzone_error(call, rec) } else { None };
         if error.is_some() {
             // Left out of use: the block is neither reused nor released before the arena
@@ -244,8 +288,6 @@ impl Checker {
             st.kept.push(rec.block);
             return Freed::Ok { class, charged, error };
         }
-        rec.live = false;
-        rec.freed_at = self.flags.audit.then_some(site);
         if self.flags.deadbeef {
             // SAFETY: the whole block, owned by the checker; its caller has just freed it.
             unsafe { paint(rec.block.ptr, rec.block.layout.size(), &FREE_PATTERN.to_le_bytes()) };

@@ -79,6 +79,31 @@ pub enum KmemError {
         /// The size the caller passed.
         size: usize,
     },
+    /// A buffer freed to another cache than the one it came from (illumos `KMERR_BADCACHE`),
+    /// or a cache buffer passed to `kmem_free` and the reverse.
+    #[error("{call}: buffer freed to wrong cache: buffer={addr:#x} was allocated from {allocated_from}, caller attempting free to {freed_to}{}", At("allocated", *.allocated_at))]
+    BadCache {
+        /// The DDI call.
+        call: &'static str,
+        /// The buffer.
+        addr: usize,
+        /// Where it came from (`kmem_alloc` or `cache 'NAME'`).
+        allocated_from: String,
+        /// Where the caller freed it.
+        freed_to: String,
+        /// Where it was allocated (audit).
+        allocated_at: Option<Site>,
+    },
+    /// `kmem_cache_destroy` of a cache whose buffers are still allocated (illumos:
+    /// "kmem_cache_destroy: '%s' (%p) not empty"). The buffers stay valid; the cache's memory
+    /// is kept until they could no longer be used.
+    #[error("kmem_cache_destroy: cache '{cache}' not empty: {buffers} buffers still allocated")]
+    CacheNotEmpty {
+        /// The cache's name.
+        cache: String,
+        /// Buffers still allocated.
+        buffers: usize,
+    },
     /// A pointer into the middle of a buffer (illumos `KMERR_BADBASE`).
     #[error("{call}: bad free: free address ({addr:#x}) != alloc address ({base:#x}), alloc size {alloc_size}{}", At("allocated", *.allocated_at))]
     BadBase {

@@ -69,6 +69,12 @@ impl Injector {
         self.armed.store(false, Ordering::Release);
     }
 
+    /// Whether a plan is armed (a hint: the plan itself is read under the lock).
+    #[inline]
+    pub(crate) fn armed(&self) -> bool {
+        self.armed.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn injected(&self) -> u64 {
         self.injected.load(Ordering::Relaxed)
     }

@@ -78,7 +78,10 @@ mod ddi;
 mod error;
 mod flags;
 mod inject;
+mod kmem_cache;
+mod magazine;
 mod quirks;
+mod slab;
 mod stats;
 mod sync;
 mod sys;
@@ -92,5 +95,10 @@ pub use ddi::{free_pages, get_free_pages, kmem_alloc, kmem_free, kmem_zalloc};
 pub use error::{KmemError, Site};
 pub use flags::{KM_CACHEALIGN, KM_DMA, KM_NOSLEEP, KM_PHYSCONTIG, KM_SLEEP, KmFlags};
 pub use inject::FailurePlan;
+pub use kmem_cache::{
+    CachedObj, KMC_NODEBUG, KMC_NOHASH, KMC_NOMAGAZINE, KMC_NOTOUCH, KmemCache, KmemConstructor, KmemDestructor,
+    KmemReclaim, TypedCache, kmem_cache_alloc, kmem_cache_create, kmem_cache_destroy, kmem_cache_free,
+    kmem_cache_reap_now,
+};
 pub use quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, SizeClasses, ZallocZeroes, ZeroSize};
-pub use stats::{ArenaStats, ClassStats};
+pub use stats::{ArenaStats, CacheStats, ClassStats};

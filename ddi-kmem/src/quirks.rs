@@ -100,8 +100,8 @@ pub struct MemQuirks {
     /// on LP64; 0 elsewhere). The returned pointer is that far into the underlying extent,
     /// which is what "destroys memory alignment" means.
     pub hidden_header: usize,
-    /// Requests are rounded up to a multiple of this before the header is added (LiS: "Rounds
-    /// nbytes up to a multiple of 16"; 1 elsewhere).
+    /// Requests are rounded up to a multiple of this power of two before the header is added
+    /// (LiS: "Rounds nbytes up to a multiple of 16"; 1 elsewhere).
     pub round_to: usize,
     /// Bytes of trailer after the rounded request (LiS's `long` guard word `MEM_GUARD`; 0
     /// elsewhere).
@@ -127,7 +127,8 @@ impl MemQuirks {
     /// The bytes of underlying extent a request of `size` needs under these quirks (before
     /// the size class rounds it up).
     pub(crate) fn chunk_request(&self, size: usize) -> usize {
-        size.div_ceil(self.round_to) * self.round_to + self.hidden_header + self.trailer
+        // `round_to` is a power of two (asserted when an arena is built): a mask, no division.
+        ((size + self.round_to - 1) & !(self.round_to - 1)) + self.hidden_header + self.trailer
     }
 }
 

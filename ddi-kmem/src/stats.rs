@@ -117,3 +117,32 @@ impl std::fmt::Display for ArenaStats {
         Ok(())
     }
 }
+
+/// A snapshot of one object cache's statistics (illumos `kmem_cache` kstats, abridged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The cache's name.
+    pub name: String,
+    /// Buffer size.
+    pub buf_size: usize,
+    /// Buffer alignment.
+    pub align: usize,
+    /// Successful allocations.
+    pub allocations: u64,
+    /// Frees.
+    pub frees: u64,
+    /// Allocations that returned NULL.
+    pub failures: u64,
+    /// Buffers currently allocated.
+    pub buffers_in_use: usize,
+    /// The most buffers seen allocated at once (sampled below the magazine layer).
+    pub high_water: usize,
+    /// Rounds per magazine.
+    pub magazine_rounds: usize,
+    /// Full magazines in the depot.
+    pub depot_full: usize,
+    /// Empty magazines in the depot.
+    pub depot_empty: usize,
+    /// Buffers carved from slabs (constructed or not, in use or not).
+    pub slab_buffers: usize,
+}
