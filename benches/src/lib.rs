@@ -1,6 +1,7 @@
 //! criterion benches, each group with the peer a user would otherwise pick.
 //!
-//! This crate will hold one bench file per concern under `benches/` (kmem against glibc and
-//! mimalloc, object caches against lockfree-object-pool, messages against `bytes`, streams
-//! against `VecDeque` pipelines and crossbeam-channel), with medians and ratios recorded in
-//! the workspace's `BENCHMARKS.md`. None is written yet.
+//! One bench file per concern under `benches/`: `kmem` (kmem_alloc against glibc and mimalloc,
+//! object caches against lockfree-object-pool and a crossbeam free list, a two-thread handoff
+//! against mimalloc) and `mempool` (mempools against lockfree-object-pool and object-pool).
+//! Medians and ratios are recorded in the workspace's `BENCHMARKS.md` with the commands;
+//! `examples/` holds plain loops for profilers (`perf`, `valgrind --tool=callgrind`).

@@ -5,7 +5,7 @@ use crate::cache::{CacheCore, Ctor, Dtor, Reclaim};
 use crate::check::{CacheTag, Checker, Checking, Fill, Freed, Shape};
 use crate::class::Class;
 use crate::class::ClassTable;
-use crate::context::{self, EnterGuard};
+use crate::context::{self, EnterGuard, ThreadState};
 use crate::error::{KmemError, Site};
 use crate::flags::{KM_CACHEALIGN, KM_NOSLEEP, KmFlags};
 use crate::inject::{FailurePlan, Injector};
@@ -90,7 +90,7 @@ impl ArenaBuilder {
         assert!(q.round_to.is_power_of_two(), "MemQuirks::round_to must be a power of two");
         assert!(q.hidden_header % 8 == 0, "MemQuirks::hidden_header must keep 8-byte alignment");
         let table = ClassTable::new(q.classes);
-        let caches = table
+        let caches: Box<[Arc<CacheCore>]> = table
             .classes
             .iter()
             .map(|&c| CacheCore::new(format!("{}:kmem_alloc_{}", self.name, c.size), c, None, None, None))
@@ -99,6 +99,7 @@ impl ArenaBuilder {
         // A personality that verifies the free size needs the side table even unchecked.
         let checker = (self.checking.any() || q.free_size == FreeSize::Verified).then(|| Checker::new(self.checking));
         let cachealign_class = table.index(CACHE_LINE);
+        let class_ids = caches.iter().map(|c: &Arc<CacheCore>| c.id).collect();
         let exact = checker.is_some() || self.budget.is_some();
         let plain =
             !exact && q.hidden_header == 0 && q.round_to == 1 && q.trailer == 0 && q.free_size == FreeSize::Trusted;
@@ -119,6 +120,7 @@ impl ArenaBuilder {
                 cachealign_class,
                 exact,
                 plain,
+                class_ids,
                 user_caches: Mutex::new(Vec::new()),
             }),
         }
@@ -168,6 +170,8 @@ pub(crate) struct ArenaInner {
     table: ClassTable,
     /// The size classes, as object caches without constructor (the magazine layer).
     caches: Box<[Arc<CacheCore>]>,
+    /// The caches' ids, for the fast path's magazine lookup without dereferencing the cache.
+    class_ids: Box<[usize]>,
     /// Whether class allocations are counted exactly, with atomics, as they happen (a budget
     /// to enforce, or checking). Otherwise the caches' per-thread counters are summed when
     /// asked, and the fast path has no shared read-modify-write.
@@ -458,33 +462,70 @@ impl ArenaInner {
     /// `kmem_alloc` / `kmem_zalloc` under this arena's quirks.
     #[inline]
     pub(crate) fn alloc(&self, call: &'static str, size: usize, flags: KmFlags, zero: bool, site: Site) -> *mut u8 {
-        // The fast path: a plain arena (no budget, no checking, no header or rounding), a
-        // size-class request, nothing that needs a report or an injected failure. One
-        // thread-local lookup and a magazine pop; everything else takes the general path.
-        if self.plain
+        match context::with_state(|st| self.fast_alloc(st, size, flags, zero)) {
+            Some(Some(p)) => p.as_ptr(),
+            _ => self.alloc_general(call, size, flags, zero, site),
+        }
+    }
+
+    /// The fast path: a plain arena (no budget, no checking, no header or rounding), a
+    /// size-class request, nothing that needs a report or an injected failure, and a round in
+    /// the thread's magazine. `None` sends the caller to the general path, which handles every
+    /// case (including these, more slowly).
+    #[inline(always)]
+    pub(crate) fn fast_alloc(&self, st: &ThreadState, size: usize, flags: KmFlags, zero: bool) -> Option<NonNull<u8>> {
+        if !(self.plain
             && size.wrapping_sub(1) < self.table.max()
             && flags.bits() & KM_CACHEALIGN.bits() == 0
-            && !(flags.may_sleep() && context::in_interrupt())
-            && !self.injector.armed()
+            && !(flags.may_sleep() && st.in_interrupt())
+            && !self.injector.armed())
         {
-            let ix = self.table.index(size).expect("size <= max");
-            if let Some(p) = self.caches[ix].alloc(flags) {
-                if zero {
-                    let n = match self.quirks.zalloc_zeroes {
-                        ZallocZeroes::Extent => self.table.classes[ix].size,
-                        ZallocZeroes::Request => size,
-                    };
-                    // SAFETY: the buffer holds its class's size, at least `n` bytes.
-                    unsafe { p.as_ptr().write_bytes(0, n) };
-                }
-                return p.as_ptr();
-            }
+            return None;
         }
-        self.alloc_general(call, size, flags, zero, site)
+        let ix = self.table.index(size)?;
+        let p = st.mags.with(self.class_ids[ix], |cc| cc.pop())?;
+        if zero {
+            let n = match self.quirks.zalloc_zeroes {
+                ZallocZeroes::Extent => self.table.classes[ix].size,
+                ZallocZeroes::Request => size,
+            };
+            // SAFETY: the buffer holds its class's size, at least `n` bytes.
+            unsafe { p.as_ptr().write_bytes(0, n) };
+        }
+        Some(p)
+    }
+
+    /// Whether a free of `size` bytes may take the plain path (see `fast_alloc`).
+    #[inline(always)]
+    fn plain_free(&self, size: usize) -> bool {
+        self.plain
+            && size.wrapping_sub(1) < self.table.max()
+            && (size > CACHE_LINE / 2 || !self.cachealign_used.load(Ordering::Relaxed))
+    }
+
+    /// The fast path of `kmem_free`: `true` if the buffer went into the thread's magazine.
+    ///
+    /// By `kmem_free`'s contract, `p` is a live buffer of this arena allocated with `size`
+    /// bytes, so in a plain arena it came from the class of `size` (no header, no rounding, no
+    /// cache-align substitution in play) and may join that class's magazine.
+    #[inline(always)]
+    pub(crate) fn fast_free(&self, st: &ThreadState, p: NonNull<u8>, size: usize) -> bool {
+        if !self.plain_free(size) {
+            return false;
+        }
+        let Some(ix) = self.table.index(size) else { return false };
+        st.mags.with(self.class_ids[ix], |cc| cc.push(p).ok()).is_some()
     }
 
     #[inline(never)]
-    fn alloc_general(&self, call: &'static str, size: usize, flags: KmFlags, zero: bool, site: Site) -> *mut u8 {
+    pub(crate) fn alloc_general(
+        &self,
+        call: &'static str,
+        size: usize,
+        flags: KmFlags,
+        zero: bool,
+        site: Site,
+    ) -> *mut u8 {
         if size == 0 && self.quirks.zero_size == ZeroSize::Null {
             tracing::debug!(arena = %self.name, call, "size 0: NULL");
             return ptr::null_mut();
@@ -602,10 +643,8 @@ impl ArenaInner {
             Route::Class(ix) => self.caches[ix].alloc(KM_NOSLEEP)?,
             Route::Pages(bytes) => {
                 let block = sys_alloc(Layout::from_size_align(bytes, PAGE_SIZE).ok()?)?;
-                let p = block.ptr;
                 // Rebuilt by `free_unchecked` from the size.
-                block.leak();
-                p
+                block.into_raw()
             }
         };
         debug_assert!(req.header < chunk_bytes, "internal: header fills the chunk");
@@ -643,10 +682,10 @@ impl ArenaInner {
             }
             return;
         };
-        if self.plain
-            && size.wrapping_sub(1) < self.table.max()
-            && (size > CACHE_LINE / 2 || !self.cachealign_used.load(Ordering::Relaxed))
-        {
+        if context::with_state(|st| self.fast_free(st, p, size)) == Some(true) {
+            return;
+        }
+        if self.plain_free(size) {
             let ix = self.table.index(size).expect("size <= max");
             // SAFETY: by contract `p` is a live buffer of this arena allocated with `size`
             // bytes, so it came from class `ix` (no header, no rounding, no cache-align

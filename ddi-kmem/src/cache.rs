@@ -112,9 +112,7 @@ impl CacheCore {
     #[cold]
     fn alloc_slow(self: &Arc<Self>, flags: KmFlags) -> Option<NonNull<u8>> {
         let _slow = SlowGuard::enter();
-        let from_depot = with_cpu_cache_or_new(self, |cc| {
-            cc.pop().or_else(|| if cc.refill(&mut self.depot.lock()) { cc.pop() } else { None })
-        });
+        let from_depot = with_cpu_cache_or_new(self, |cc| self.refill_and_pop(cc));
         if let Some(Some(p)) = from_depot {
             self.sample_high_water();
             return Some(p);
@@ -139,6 +137,24 @@ impl CacheCore {
         Some(p)
     }
 
+    /// The magazine layer's alloc miss: a round from the thread's magazines, else a full
+    /// magazine from the depot in exchange for an empty one. `None`: the depot had none.
+    pub(crate) fn refill_and_pop(&self, cc: &mut CpuCache) -> Option<NonNull<u8>> {
+        cc.pop().or_else(|| if cc.refill(&mut self.depot.lock()) { cc.pop() } else { None })
+    }
+
+    /// The magazine layer's free miss: push onto the thread's magazines, else trade the full
+    /// previous magazine for an empty one from the depot (or a new one) and push there.
+    pub(crate) fn unload_and_push(&self, cc: &mut CpuCache, p: NonNull<u8>) -> bool {
+        match cc.push(p) {
+            Ok(()) => true,
+            Err(p) => {
+                cc.unload(&mut self.depot.lock());
+                cc.push(p).is_ok()
+            }
+        }
+    }
+
     /// Returns a constructed buffer to the cache.
     ///
     /// # Safety
@@ -157,13 +173,7 @@ impl CacheCore {
     #[cold]
     unsafe fn free_slow(self: &Arc<Self>, p: NonNull<u8>) {
         let _slow = SlowGuard::enter();
-        let done = with_cpu_cache_or_new(self, |cc| match cc.push(p) {
-            Ok(()) => true,
-            Err(p) => {
-                cc.unload(&mut self.depot.lock());
-                cc.push(p).is_ok()
-            }
-        });
+        let done = with_cpu_cache_or_new(self, |cc| self.unload_and_push(cc, p));
         if done != Some(true) {
             // No magazine layer on this thread (it is exiting): destroy into the slab layer.
             // SAFETY: `p` is a constructed buffer of this cache no one uses any more.
@@ -349,5 +359,67 @@ impl Drop for CacheCore {
             unsafe { self.slab.release() };
         }
         return_id(self.id);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The magazine/depot exchange under loom, with two-round magazines (sharded-slab's
+    //! `TinyConfig` habit: a tiny configuration keeps the state space small). Each loom thread
+    //! owns its `CpuCache` explicitly (loom threads share one OS thread, so the thread-local
+    //! table cannot stand in for them) and runs the real exchange code.
+
+    use super::*;
+    use crate::magazine::CpuCache;
+    use loom::sync::Mutex as LoomMutex;
+    use std::collections::HashSet;
+
+    fn alloc(core: &Arc<CacheCore>, cc: &mut CpuCache) -> NonNull<u8> {
+        core.refill_and_pop(cc).unwrap_or_else(|| {
+            let p = core.slab.alloc().expect("slab");
+            cc.count_alloc();
+            p
+        })
+    }
+
+    #[test]
+    fn loom_magazine_depot_exchange_loses_and_duplicates_nothing() {
+        loom::model(|| {
+            let core = CacheCore::new("loom".into(), Class { size: 16384, align: 8 }, None, None, None);
+            assert_eq!(core.mag_cap, 2, "two-round magazines");
+            let live = Arc::new(LoomMutex::new(HashSet::new()));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let core = core.clone();
+                    let live = live.clone();
+                    loom::thread::spawn(move || {
+                        let mut cc = CpuCache::new(core.clone(), core.register_thread());
+                        // Three buffers overflow a two-round magazine, so frees reach the depot.
+                        for _ in 0..2 {
+                            let held: Vec<_> = (0..3).map(|_| alloc(&core, &mut cc)).collect();
+                            for &p in &held {
+                                assert!(live.lock().unwrap().insert(p.as_ptr().addr()), "buffer handed out twice");
+                            }
+                            for p in held {
+                                live.lock().unwrap().remove(&p.as_ptr().addr());
+                                assert!(core.unload_and_push(&mut cc, p));
+                            }
+                        }
+                        drop(cc); // the thread's magazines go back to the depot
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(core.in_use(), 0);
+            // Every buffer carved from the slabs is in the depot or back in the slab layer.
+            let in_depot: usize = {
+                let d = core.depot.lock();
+                d.full.iter().chain(d.empty.iter()).map(Magazine::rounds).sum()
+            };
+            let purged = core.purge();
+            assert_eq!(purged, in_depot);
+        });
     }
 }

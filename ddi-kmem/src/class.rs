@@ -54,7 +54,7 @@ impl ClassTable {
 
     /// The class index serving a request of `size` bytes (`size` > 0), or `None` if it is
     /// above the largest class.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn index(&self, size: usize) -> Option<usize> {
         debug_assert!(size > 0, "internal: class lookup of size 0");
         if size <= SMALL_MAX {

@@ -4,6 +4,7 @@
 //! need with one thread-local access.
 
 use crate::arena::{Arena, ArenaInner};
+use crate::magazine::MagTable;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 
@@ -16,7 +17,10 @@ pub enum Context {
     Interrupt,
 }
 
-struct ThreadState {
+/// Everything per-thread that kmem needs, in one thread-local block, so the fast path makes
+/// one thread-local access (DESIGN.md: "the current-environment pointer, the
+/// interrupt-context flag and the magazines live in one thread-local block").
+pub(crate) struct ThreadState {
     /// Nesting depth of interrupt-context guards.
     interrupt: Cell<u32>,
     /// The entered arenas, innermost last; they keep `current` alive.
@@ -24,6 +28,10 @@ struct ThreadState {
     /// The innermost entered arena, or null for the process default. Always points into an
     /// `Arc` held by `entered`.
     current: Cell<*const ArenaInner>,
+    /// Set while the thread runs kmem's own slow paths (see `magazine::SlowGuard`).
+    pub(crate) slow: Cell<bool>,
+    /// The thread's magazines, by cache id. Declared last: dropped after `entered`.
+    pub(crate) mags: MagTable,
 }
 
 thread_local! {
@@ -32,8 +40,60 @@ thread_local! {
             interrupt: Cell::new(0),
             entered: RefCell::new(Vec::new()),
             current: Cell::new(std::ptr::null()),
+            slow: Cell::new(false),
+            mags: MagTable(RefCell::new(Vec::new())),
         }
     };
+}
+
+impl ThreadState {
+    /// Whether the thread is in interrupt context.
+    #[inline]
+    pub(crate) fn in_interrupt(&self) -> bool {
+        self.interrupt.get() > 0
+    }
+
+    /// The current arena (entered, or the default).
+    #[inline]
+    pub(crate) fn arena(&self) -> &ArenaInner {
+        let p = self.current.get();
+        if p.is_null() {
+            crate::arena::default_arena().inner()
+        } else {
+            // SAFETY: as in `with_current`: `current` points into an `Arc` held by
+            // `entered`, which only this thread changes, and not while this borrow lives.
+            unsafe { &*p }
+        }
+    }
+}
+
+/// The calling thread's state, unless its thread-locals are being torn down.
+///
+/// # Safety
+/// - The reference is used only during the current call on this thread: not stored, not
+///   sent to another thread, not kept across a point where this thread could exit.
+#[inline(always)]
+pub(crate) unsafe fn state<'a>() -> Option<&'a ThreadState> {
+    let p = STATE.try_with(std::ptr::from_ref).ok()?;
+    // SAFETY: `p` is this thread's own `STATE`, which lives until the thread's thread-local
+    // destructors run; `try_with` fails once its destruction has begun, and the caller uses
+    // the reference only within the current call (the function's contract).
+    Some(unsafe { &*p })
+}
+
+/// Runs `f` on the calling thread's state, unless its thread-locals are being torn down.
+///
+/// Only the state's address is taken inside `try_with`, so that the (small) access inlines
+/// and `f` runs in the caller's frame: this is the allocation fast path's one thread-local
+/// access.
+#[inline(always)]
+pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    let p = STATE.try_with(std::ptr::from_ref).ok()?;
+    // SAFETY: `p` is this thread's own `STATE`, which lives until the thread's thread-local
+    // destructors run. They cannot run during `f`: `f` runs on this thread, in a call that
+    // started after `try_with` succeeded, and `try_with` fails once `STATE`'s destruction
+    // has begun, so we are not inside it.
+    Some(f(unsafe { &*p }))
 }
 
 /// The current thread's calling context.

@@ -4,7 +4,7 @@
 //! pointer in. New code should prefer [`KmemBuf`](crate::KmemBuf).
 
 use crate::arena::MAX_PAGE_ORDER;
-use crate::context::with_current;
+use crate::context::{state, with_current};
 use crate::error::Site;
 use crate::flags::KmFlags;
 use crate::quirks::PAGE_SIZE;
@@ -57,8 +57,24 @@ use std::ptr::NonNull;
 /// ```
 #[track_caller]
 pub fn kmem_alloc(size: usize, flag: KmFlags) -> *mut c_void {
-    let site = Site(Location::caller());
-    with_current(|a| a.alloc("kmem_alloc", size, flag, false, site)).cast()
+    alloc("kmem_alloc", size, flag, false, Site(Location::caller())).cast()
+}
+
+/// `kmem_alloc` and `kmem_zalloc`: one thread-local access for the arena, the context and the
+/// magazine; the general path for everything else.
+#[inline(always)]
+fn alloc(call: &'static str, size: usize, flag: KmFlags, zero: bool, site: Site) -> *mut u8 {
+    // SAFETY: `st` is used only within this call.
+    match unsafe { state() } {
+        Some(st) => {
+            let a = st.arena();
+            match a.fast_alloc(st, size, flag, zero) {
+                Some(p) => p.as_ptr(),
+                None => a.alloc_general(call, size, flag, zero, site),
+            }
+        }
+        None => with_current(|a| a.alloc_general(call, size, flag, zero, site)),
+    }
 }
 
 /// Allocates zeroed kernel memory.
@@ -90,8 +106,7 @@ pub fn kmem_alloc(size: usize, flag: KmFlags) -> *mut c_void {
 /// ```
 #[track_caller]
 pub fn kmem_zalloc(size: usize, flag: KmFlags) -> *mut c_void {
-    let site = Site(Location::caller());
-    with_current(|a| a.alloc("kmem_zalloc", size, flag, true, site)).cast()
+    alloc("kmem_zalloc", size, flag, true, Site(Location::caller())).cast()
 }
 
 /// Frees kernel memory.
@@ -126,8 +141,22 @@ pub fn kmem_zalloc(size: usize, flag: KmFlags) -> *mut c_void {
 #[track_caller]
 pub unsafe fn kmem_free(buf: *mut c_void, size: usize) {
     let site = Site(Location::caller());
-    // SAFETY: forwarded contract.
-    with_current(|a| unsafe { a.free("kmem_free", buf.cast(), size, site) })
+    let buf = buf.cast::<u8>();
+    // SAFETY: `st` is used only within this call.
+    match unsafe { state() } {
+        Some(st) => {
+            let a = st.arena();
+            if let Some(p) = NonNull::new(buf) {
+                if a.fast_free(st, p, size) {
+                    return;
+                }
+            }
+            // SAFETY: forwarded contract.
+            unsafe { a.free("kmem_free", buf, size, site) }
+        }
+        // SAFETY: forwarded contract.
+        None => with_current(|a| unsafe { a.free("kmem_free", buf, size, site) }),
+    }
 }
 
 /// Allocates `2^order` physically contiguous, page-aligned pages.

@@ -84,7 +84,7 @@ mod quirks;
 mod slab;
 mod stats;
 mod sync;
-mod sys;
+pub(crate) mod sys;
 pub mod vendor;
 
 pub use arena::{Arena, ArenaBuilder, MAX_PAGE_ORDER, Response};
@@ -102,3 +102,4 @@ pub use kmem_cache::{
 };
 pub use quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, SizeClasses, ZallocZeroes, ZeroSize};
 pub use stats::{ArenaStats, CacheStats, ClassStats};
+pub use sys::kept_bytes;

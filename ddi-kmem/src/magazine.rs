@@ -17,8 +17,9 @@
 //! ones to the empty list; a partial one's buffers are destroyed and go to the slab layer).
 
 use crate::cache::CacheCore;
+use crate::context::with_state;
 use crate::sync::{AtomicU64, Ordering};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -101,7 +102,7 @@ impl CpuCache {
 
     /// Pops a constructed buffer from the loaded magazine, swapping in the previous one if it
     /// holds rounds.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<NonNull<u8>> {
         let p = match self.loaded.0.pop() {
             Some(p) => p,
@@ -119,7 +120,7 @@ impl CpuCache {
 
     /// Pushes a freed buffer onto the loaded magazine, swapping in the previous one if it is
     /// empty. Gives the buffer back when both are full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, p: NonNull<u8>) -> Result<(), NonNull<u8>> {
         if self.loaded.0.len() == self.cap {
             if !self.prev.0.is_empty() {
@@ -184,57 +185,53 @@ impl Drop for CpuCache {
     }
 }
 
-/// The calling thread's magazines, indexed by cache id.
-struct Table(RefCell<Vec<Option<Box<CpuCache>>>>);
+/// The calling thread's magazines, indexed by cache id (kept in `context::ThreadState`).
+pub(crate) struct MagTable(pub(crate) RefCell<Vec<Option<Box<CpuCache>>>>);
 
-impl Drop for Table {
+impl MagTable {
+    /// The `CpuCache` for cache `id`, if the thread has one and the table is not already
+    /// borrowed further up this thread's stack.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, id: usize, f: impl FnOnce(&mut CpuCache) -> Option<R>) -> Option<R> {
+        let mut t = self.0.try_borrow_mut().ok()?;
+        let cc = t.get_mut(id)?.as_deref_mut()?;
+        f(cc)
+    }
+}
+
+impl Drop for MagTable {
     fn drop(&mut self) {
         let _slow = SlowGuard::enter();
         self.0.get_mut().clear();
     }
 }
 
-thread_local! {
-    static TABLE: Table = const { Table(RefCell::new(Vec::new())) };
-    /// Set while the thread runs kmem's own slow paths (see [`SlowGuard`]).
-    static SLOW: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Runs `f` on the calling thread's `CpuCache` for `id`, if it has one and the table is
 /// reachable (not being torn down, not already borrowed further up this thread's stack).
 #[inline]
 pub(crate) fn with_cpu_cache<R>(id: usize, f: impl FnOnce(&mut CpuCache) -> Option<R>) -> Option<R> {
-    TABLE
-        .try_with(|t| {
-            let mut t = t.0.try_borrow_mut().ok()?;
-            let cc = t.get_mut(id)?.as_deref_mut()?;
-            f(cc)
-        })
-        .ok()
-        .flatten()
+    with_state(|s| s.mags.with(id, f)).flatten()
 }
 
 /// Like [`with_cpu_cache`], creating the thread's `CpuCache` for `core` first if needed.
 pub(crate) fn with_cpu_cache_or_new<R>(core: &Arc<CacheCore>, f: impl FnOnce(&mut CpuCache) -> R) -> Option<R> {
-    TABLE
-        .try_with(|t| {
-            let mut t = t.0.try_borrow_mut().ok()?;
-            if t.len() <= core.id {
-                t.resize_with(core.id + 1, || None);
-            }
-            let slot = &mut t[core.id];
-            if slot.is_none() {
-                *slot = Some(Box::new(CpuCache::new(core.clone(), core.register_thread())));
-            }
-            Some(f(slot.as_deref_mut().expect("just filled")))
-        })
-        .ok()
-        .flatten()
+    with_state(|s| {
+        let mut t = s.mags.0.try_borrow_mut().ok()?;
+        if t.len() <= core.id {
+            t.resize_with(core.id + 1, || None);
+        }
+        let slot = &mut t[core.id];
+        if slot.is_none() {
+            *slot = Some(Box::new(CpuCache::new(core.clone(), core.register_thread())));
+        }
+        Some(f(slot.as_deref_mut().expect("just filled")))
+    })
+    .flatten()
 }
 
 /// Drops the calling thread's `CpuCache` for `id`, if any (its magazines go to the depot).
 pub(crate) fn drop_cpu_cache(id: usize) {
-    let cc = TABLE.try_with(|t| t.0.try_borrow_mut().ok().and_then(|mut t| t.get_mut(id).and_then(Option::take)));
+    let cc = with_state(|s| s.mags.0.try_borrow_mut().ok().and_then(|mut t| t.get_mut(id).and_then(Option::take)));
     drop(cc);
 }
 
@@ -247,13 +244,13 @@ pub(crate) struct SlowGuard {
 
 impl SlowGuard {
     pub(crate) fn enter() -> Self {
-        SlowGuard { was: SLOW.try_with(|s| s.replace(true)).unwrap_or(true) }
+        SlowGuard { was: with_state(|s| s.slow.replace(true)).unwrap_or(true) }
     }
 }
 
 impl Drop for SlowGuard {
     fn drop(&mut self) {
-        let _ = SLOW.try_with(|s| s.set(self.was));
+        let _ = with_state(|s| s.slow.set(self.was));
     }
 }
 
@@ -261,5 +258,5 @@ impl Drop for SlowGuard {
 #[inline]
 #[allow(dead_code)] // for the #[global_allocator] adapter (issue: kmem at allocator speed)
 pub(crate) fn in_slow_path() -> bool {
-    SLOW.try_with(Cell::get).unwrap_or(true)
+    with_state(|s| s.slow.get()).unwrap_or(true)
 }

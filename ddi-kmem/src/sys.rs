@@ -25,9 +25,17 @@ impl SysBlock {
         SysBlock { ptr, layout }
     }
 
-    /// Gives up the handle without freeing: the memory stays allocated for good (buffers in
-    /// it may still be in use).
-    pub(crate) fn leak(self) {}
+    /// Gives up the handle; the caller rebuilds it with [`SysBlock::from_raw`] to free.
+    pub(crate) fn into_raw(self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Keeps the block for good without freeing it (buffers in it may still be in use): it
+    /// goes on the process-wide list of kept blocks, so the memory stays reachable, countable
+    /// ([`kept_bytes`]) and is never reported as lost by leak checkers such as Miri's.
+    pub(crate) fn leak(self) {
+        KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(self);
+    }
 }
 
 // SAFETY: a `SysBlock` is an owning handle to raw bytes; nothing in it is tied to a thread.
@@ -57,4 +65,14 @@ pub(crate) unsafe fn sys_free(block: SysBlock) {
     unsafe {
         std::alloc::dealloc(block.ptr.as_ptr(), block.layout)
     };
+}
+
+/// Blocks kept for good after a misuse left buffers in them outstanding (an arena or cache
+/// destroyed while in use).
+static KEPT: std::sync::Mutex<Vec<SysBlock>> = std::sync::Mutex::new(Vec::new());
+
+/// Bytes the process keeps for good because an arena or cache was destroyed with buffers
+/// still allocated (they stay valid). Zero in a program that frees what it allocates.
+pub fn kept_bytes() -> usize {
+    KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|b| b.layout.size()).sum()
 }

@@ -45,6 +45,14 @@ fn dtor(buf: *mut c_void, private: *mut c_void) {
     assert_eq!(unsafe { buf.cast::<u64>().read() } & 0xffffff, 0xc0ffee, "destructor sees constructed state");
 }
 
+/// A buffer pointer that may move between threads (keeps its provenance; no integer casts).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Buf(*mut c_void);
+// SAFETY: the tests hand a buffer to exactly one other thread at a time.
+unsafe impl Send for Buf {}
+// SAFETY: as above; shared references only compare the address.
+unsafe impl Sync for Buf {}
+
 fn private(calls: &'static Calls) -> *mut c_void {
     std::ptr::from_ref(calls).cast_mut().cast()
 }
@@ -302,13 +310,13 @@ fn magazines_then_depot_serve_a_burst_and_the_depot_holds_full_magazines() {
 fn a_buffer_freed_on_another_thread_goes_into_that_threads_magazine() {
     let a = arena("cross", Checking::OFF);
     let cp = a.run(|| kmem_cache_create("x", 64, 8, None, None, None, std::ptr::null_mut(), std::ptr::null_mut(), 0));
-    let p = kmem_cache_alloc(&cp, KM_SLEEP) as usize;
+    let p = Buf(kmem_cache_alloc(&cp, KM_SLEEP));
     std::thread::scope(|s| {
         s.spawn(|| {
-            free(&cp, p as *mut c_void);
+            free(&cp, p.0);
             // The consumer's next allocation reuses it from its own magazine.
             let q = kmem_cache_alloc(&cp, KM_SLEEP);
-            assert_eq!(q as usize, p);
+            assert_eq!(Buf(q), p);
             free(&cp, q);
             assert_eq!(cp.stats().buffers_in_use, 0);
         });
@@ -379,13 +387,13 @@ fn reap_trims_the_depot_to_its_working_set_and_reap_now_empties_it() {
 #[test]
 fn reclaim_under_budget_pressure_lets_a_km_sleep_waiter_proceed() {
     // A module keeps a private stash of buffers and gives them back when asked to reclaim.
-    static STASH: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    static STASH: std::sync::Mutex<Vec<Buf>> = std::sync::Mutex::new(Vec::new());
     static RECLAIMS: AtomicUsize = AtomicUsize::new(0);
     fn reclaim(_: *mut c_void) {
         RECLAIMS.fetch_add(1, Ordering::SeqCst);
         for p in STASH.lock().unwrap().drain(..) {
             // SAFETY: the stash holds kmem_alloc(256) buffers of the arena being reaped.
-            unsafe { kmem_free(p as *mut c_void, 256) };
+            unsafe { kmem_free(p.0, 256) };
         }
     }
     let a = Arena::builder().name("pressure").checking(Checking::OFF).response(Response::Report).budget(1024).build();
@@ -401,7 +409,7 @@ fn reclaim_under_budget_pressure_lets_a_km_sleep_waiter_proceed() {
             std::ptr::null_mut(),
             0,
         );
-        STASH.lock().unwrap().extend((0..4).map(|_| kmem_alloc(256, KM_NOSLEEP) as usize));
+        STASH.lock().unwrap().extend((0..4).map(|_| Buf(kmem_alloc(256, KM_NOSLEEP))));
         assert_eq!(a.bytes_in_use(), 1024);
         assert!(kmem_alloc(256, KM_NOSLEEP).is_null(), "KM_NOSLEEP fails at once and does not reclaim");
         assert_eq!(RECLAIMS.load(Ordering::SeqCst), 0);

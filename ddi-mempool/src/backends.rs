@@ -1,4 +1,4 @@
-//! The built-in backends: kmalloc pools and page pools over ddi-kmem.
+//! The built-in backends: kmalloc, page and slab pools over ddi-kmem.
 //!
 //! Each pool binds the ddi-kmem arena current on the thread that creates it, and allocates
 //! and frees its elements there from whatever thread calls, so an element never crosses
@@ -6,18 +6,25 @@
 //! and failure injection of that arena apply to every element. A mask that may sleep and lacks
 //! `__GFP_NORETRY` becomes `KM_SLEEP`, anything else `KM_NOSLEEP` ([`Gfp::km_flags`]).
 //!
-//! The backend functions themselves (Linux `mempool_kmalloc`, `mempool_kfree`,
-//! `mempool_alloc_pages`, `mempool_free_pages`) are not public: their free halves would be
-//! safe functions freeing arbitrary pointers. The constructors below are the way to use them.
+//! Slab pools are the exception to "the current arena": their elements come from a ddi-kmem
+//! object cache ([`KmemCache`]), which belongs to the arena it was created in. The pool holds
+//! an `Arc` of the cache, so the cache outlives every pool over it (Linux leaves that to the
+//! caller: "the pool must not outlive the cache").
 //!
-//! Slab pools (`mempool_create_slab_pool`) arrive with ddi-kmem's object caches.
+//! The backend functions themselves (Linux `mempool_kmalloc`, `mempool_kfree`,
+//! `mempool_alloc_pages`, `mempool_free_pages`, `mempool_alloc_slab`, `mempool_free_slab`) are
+//! not public: their free halves would be safe functions freeing arbitrary pointers. The
+//! constructors below are the way to use them.
 
 use crate::error::MempoolError;
 use crate::gfp::Gfp;
-use crate::pool::{Mempool, MempoolBuilder};
-use ddi_kmem::{Arena, MAX_PAGE_ORDER, PAGE_SIZE, free_pages, get_free_pages};
+use crate::pool::{Mempool, MempoolAllocFn, MempoolBuilder, MempoolFreeFn};
+use ddi_kmem::{
+    Arena, KmemCache, MAX_PAGE_ORDER, PAGE_SIZE, free_pages, get_free_pages, kmem_cache_alloc, kmem_cache_free,
+};
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::Arc;
 
 impl MempoolBuilder {
     /// Creates a kmalloc pool of `size`-byte elements in the current arena (Linux
@@ -80,5 +87,41 @@ impl MempoolBuilder {
             pool_data,
             PAGE_SIZE << order,
         )
+    }
+
+    /// Creates a pool of objects from the cache `kc` (Linux `mempool_create_slab_pool`) with
+    /// these settings.
+    pub fn slab(self, kc: &Arc<KmemCache>) -> Result<Box<Mempool>, MempoolError> {
+        let mut pool = Box::new(Mempool::new());
+        self.init_slab(&mut pool, kc)?;
+        Ok(pool)
+    }
+
+    /// Initializes an embedded pool of objects from the cache `kc` (Linux
+    /// `mempool_init_slab_pool`) with these settings.
+    ///
+    /// Unlike the kmalloc and page pools, a slab pool is poisoned only when
+    /// [`poisoning`](MempoolBuilder::poisoning)`(true)` says so, never by default: poisoning
+    /// overwrites reserved elements, and the pool cannot tell whether the cache constructs its
+    /// objects (Linux forbids constructors here, `VM_BUG_ON(mem->ctor)`, and poisons).
+    pub fn init_slab(self, pool: &mut Mempool, kc: &Arc<KmemCache>) -> Result<(), MempoolError> {
+        let alloc_cache = Arc::clone(kc);
+        let free_cache = Arc::clone(kc);
+        let size = kc.buf_size();
+        // Linux passes the cache as the pool data: `(void *) kc`. Only for line-by-line ports;
+        // the backend functions use the `Arc`s they hold.
+        let pool_data = Arc::as_ptr(kc).cast_mut().cast::<c_void>();
+        let poisoning = self.poisoning.unwrap_or(false);
+        // Linux `mempool_alloc_slab`: `kmem_cache_alloc(mem, gfp_mask)`.
+        let alloc: Box<MempoolAllocFn> =
+            Box::new(move |gfp: Gfp, _data: *mut c_void| kmem_cache_alloc(&alloc_cache, gfp.km_flags()));
+        // Linux `mempool_free_slab`: `kmem_cache_free(mem, element)`.
+        let free: Box<MempoolFreeFn> = Box::new(move |element: *mut c_void, _data: *mut c_void| {
+            // SAFETY: the pool calls its free function only with elements its allocation
+            // function returned (from `kmem_cache_alloc` of this cache) or that were given to
+            // `mempool_free`, whose contract requires exactly that; each once.
+            unsafe { kmem_cache_free(&free_cache, element) }
+        });
+        self.poisoning(poisoning).init_builtin(pool, alloc, free, pool_data, size)
     }
 }

@@ -7,7 +7,9 @@
 use crate::error::MempoolError;
 use crate::gfp::{GFP_KERNEL, Gfp};
 use crate::pool::Mempool;
+use ddi_kmem::KmemCache;
 use std::ffi::c_void;
+use std::sync::Arc;
 
 /// Creates a memory pool.
 ///
@@ -441,4 +443,80 @@ pub fn mempool_create_page_pool(min_nr: usize, order: u32) -> Option<Box<Mempool
 /// Linux `mempool_init_page_pool` (4.18 and later).
 pub fn mempool_init_page_pool(pool: &mut Mempool, min_nr: usize, order: u32) -> Result<(), MempoolError> {
     Mempool::builder(min_nr).init_pages(pool, order)
+}
+
+/// Creates a pool of objects from a slab cache.
+///
+/// # Arguments
+/// - `min_nr`: as [`mempool_create`].
+/// - `kc`: the ddi-kmem object cache the elements come from ([`ddi_kmem::kmem_cache_create`]).
+///   The pool keeps a clone of the `Arc`, so the cache cannot be destroyed before the pool:
+///   destroy the pool, then take the cache back ([`Arc::into_inner`]) and destroy it.
+///
+/// # Return
+/// As [`mempool_create`]. Elements are buffers of `kc.buf_size()` bytes.
+///
+/// # Context
+/// As [`mempool_create`]. Elements come from, and return to, `kc` (so the arena it was
+/// created in, whatever the current one), whichever thread allocates or frees them; that
+/// arena's budget, context checks, failure injection and cache checking apply. `mempool_alloc`
+/// calls `kmem_cache_alloc` with `KM_NOSLEEP` (see [`Gfp::km_flags`]), so a cache's
+/// constructor sees `KM_NOSLEEP` there and `KM_SLEEP` during creation.
+///
+/// # Compatibility
+/// Linux `mempool_create_slab_pool(int min_nr, struct kmem_cache *kc)` over
+/// `mempool_alloc_slab`/`mempool_free_slab`, with the cache as pool data. Differences:
+/// - Linux forbids caches with a constructor (`VM_BUG_ON(mem->ctor)` in `mempool_alloc_slab`,
+///   since 3.x), because its checking mode poisons reserved elements. Here a constructor is
+///   allowed: every element the pool hands out is a constructed object of the cache, whether
+///   fresh from the cache or from the reserve (a reserved element is an object the pool got
+///   from the cache, or that a user freed to the pool: it keeps whatever state it was freed
+///   with, as objects freed to the cache do). The price is that slab pools are not poisoned
+///   by default, even in a checking arena; [`MempoolBuilder::poisoning`](crate::MempoolBuilder::poisoning)
+///   turns it on for caches without a constructor.
+/// - In C the caller must keep the cache alive until the pool is destroyed; here the `Arc`
+///   does.
+///
+/// # Examples
+/// ```
+/// use ddi_kmem::{Arena, FailurePlan, kmem_cache_create, kmem_cache_destroy};
+/// use ddi_mempool::{GFP_KERNEL, mempool_alloc, mempool_create_slab_pool, mempool_destroy, mempool_free};
+/// use std::sync::Arc;
+///
+/// let arena = Arena::builder().build();
+/// let _in = arena.enter();
+/// let null = std::ptr::null_mut();
+/// let kc = Arc::new(kmem_cache_create("bio", 256, 8, None, None, None, null, null, 0));
+/// let pool = mempool_create_slab_pool(2, &kc).expect("preallocated");
+/// arena.inject(FailurePlan::Always); // the cache fails every non-sleeping allocation
+/// let a = mempool_alloc(&pool, GFP_KERNEL); // the reserve serves
+/// assert!(!a.is_null());
+/// // SAFETY: `a` came from this pool and is freed once.
+/// unsafe { mempool_free(a, &pool) };
+/// arena.clear_injection();
+/// mempool_destroy(Some(pool));
+/// assert_eq!(kc.stats().buffers_in_use, 0);
+/// kmem_cache_destroy(Arc::into_inner(kc).expect("the pool gave its handle back"));
+/// assert_eq!(arena.bytes_in_use(), 0);
+/// ```
+pub fn mempool_create_slab_pool(min_nr: usize, kc: &Arc<KmemCache>) -> Option<Box<Mempool>> {
+    Mempool::builder(min_nr).slab(kc).ok()
+}
+
+/// Initializes an embedded pool of objects from a slab cache.
+///
+/// # Arguments
+/// - `pool`: an uninitialized pool.
+/// - `min_nr`, `kc`: as [`mempool_create_slab_pool`].
+///
+/// # Return
+/// As [`mempool_init`].
+///
+/// # Context
+/// As [`mempool_create_slab_pool`].
+///
+/// # Compatibility
+/// Linux `mempool_init_slab_pool` (4.18 and later); see [`mempool_create_slab_pool`].
+pub fn mempool_init_slab_pool(pool: &mut Mempool, min_nr: usize, kc: &Arc<KmemCache>) -> Result<(), MempoolError> {
+    Mempool::builder(min_nr).init_slab(pool, kc)
 }

@@ -30,9 +30,10 @@
 //! **Lock order.** One lock per pool. It is never held across `alloc_fn` or `free_fn` (resize
 //! drops it around each call, as Linux does), so they may sleep or use other pools.
 //!
-//! **Where memory comes from.** The built-in pools ([`mempool_create_kmalloc_pool`],
+//! **Where memory comes from.** The kmalloc and page pools ([`mempool_create_kmalloc_pool`],
 //! [`mempool_create_page_pool`], [`TypedPool`]) take their elements from the ddi-kmem arena
 //! current on the creating thread, and give them back there from whichever thread frees them.
+//! Slab pools use their cache's arena (below); the rest of this paragraph holds for them too.
 //! [`Gfp::km_flags`] maps a mask to `KM_SLEEP` only when it may sleep and lacks
 //! `__GFP_NORETRY`. `mempool_alloc` adds `__GFP_NORETRY` (Linux: "don't loop in
 //! `__alloc_pages`"), so within it the backends never wait on the arena's budget and failure
@@ -41,10 +42,14 @@
 //! [`mempool_resize`] use `GFP_KERNEL` as Linux does, so they may wait for budget room. The
 //! pointer array of the reserve is an ordinary `Vec` (not charged to the arena).
 //!
-//! **Slab pools** (`mempool_create_slab_pool`) arrive with ddi-kmem's object caches.
+//! **Slab pools** ([`mempool_create_slab_pool`], [`mempool_init_slab_pool`]) take their
+//! elements from a ddi-kmem object cache ([`ddi_kmem::KmemCache`]) instead, and so from the
+//! arena that cache belongs to. The pool holds an `Arc` of the cache, so the cache outlives it.
+//! Caches with a constructor are allowed (Linux forbids them): every element handed out is a
+//! constructed object, because slab pools are not poisoned unless asked.
 //!
-//! **Checking mode.** For the built-in pools, in a checking arena (or when
-//! [`MempoolBuilder::poisoning`] says so), an element entering the reserve is filled with
+//! **Checking mode.** For the kmalloc and page pools and [`TypedPool`], in a checking arena
+//! (or when [`MempoolBuilder::poisoning`] says so; for slab pools only then), an element entering the reserve is filled with
 //! [`POISON_FREE`] ending in [`POISON_END`], and checked when it leaves; a modification is
 //! reported ("BUG: mempool element poison mismatch", with a hex dump), by panicking or, in an
 //! arena that reports and continues, in [`Mempool::errors`]. It is then filled with
@@ -92,8 +97,9 @@ mod typed;
 
 pub use ddi::{
     mempool_alloc, mempool_alloc_preallocated, mempool_create, mempool_create_kmalloc_pool, mempool_create_node,
-    mempool_create_page_pool, mempool_destroy, mempool_exit, mempool_free, mempool_init, mempool_init_kmalloc_pool,
-    mempool_init_page_pool, mempool_initialized, mempool_is_saturated, mempool_resize,
+    mempool_create_page_pool, mempool_create_slab_pool, mempool_destroy, mempool_exit, mempool_free, mempool_init,
+    mempool_init_kmalloc_pool, mempool_init_page_pool, mempool_init_slab_pool, mempool_initialized,
+    mempool_is_saturated, mempool_resize,
 };
 pub use error::MempoolError;
 pub use gfp::{

@@ -4,7 +4,8 @@
 //! filled with `POISON_FREE` (0x6b) with `POISON_END` (0xa5) as its last byte; an element
 //! leaving it is checked byte by byte and then filled with `POISON_INUSE` (0x5a). Only pools
 //! whose elements the pool knows the size of are poisoned: the built-in kmalloc and page pools
-//! and [`TypedPool`](crate::TypedPool), as Linux recognises only its own backends.
+//! and [`TypedPool`](crate::TypedPool), as Linux recognises only its own backends; and slab
+//! pools only when asked (their cache may construct its objects, and poison would undo that).
 
 use crate::error::MempoolError;
 use std::ffi::c_void;

@@ -180,9 +180,11 @@ impl MempoolBuilder {
         self
     }
 
-    /// Checking mode for the built-in kmalloc and page pools: poison reserved elements and
-    /// check them on the way out. Default: on when the creating thread's ddi-kmem arena checks
-    /// (as Linux poisons under `CONFIG_SLUB_DEBUG_ON`). Custom pools are never poisoned.
+    /// Checking mode for the built-in kmalloc, page and slab pools: poison reserved elements
+    /// and check them on the way out. Default: on when the creating thread's ddi-kmem arena
+    /// checks (as Linux poisons under `CONFIG_SLUB_DEBUG_ON`), except for slab pools, where it
+    /// is off unless set: poisoning overwrites constructed objects, so turn it on only over a
+    /// cache without a constructor. Custom pools are never poisoned.
     pub fn poisoning(mut self, on: bool) -> Self {
         self.poisoning = Some(on);
         self
