@@ -384,7 +384,11 @@ mod loom_tests {
 
     #[test]
     fn loom_magazine_depot_exchange_loses_and_duplicates_nothing() {
-        loom::model(|| {
+        // A preemption bound of 2 keeps the exploration to minutes while covering every
+        // interleaving with up to two forced switches (loom's documented practice).
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
             let core = CacheCore::new("loom".into(), Class { size: 16384, align: 8 }, None, None, None);
             assert_eq!(core.mag_cap, 2, "two-round magazines");
             let live = Arc::new(LoomMutex::new(HashSet::new()));
@@ -394,14 +398,24 @@ mod loom_tests {
                     let live = live.clone();
                     loom::thread::spawn(move || {
                         let mut cc = CpuCache::new(core.clone(), core.register_thread());
-                        // Three buffers overflow a two-round magazine, so frees reach the depot.
+                        // Five buffers: frees fill both two-round magazines and unload one full
+                        // magazine into the depot; the second round refills from the depot,
+                        // possibly with the other thread's magazine.
                         for _ in 0..2 {
-                            let held: Vec<_> = (0..3).map(|_| alloc(&core, &mut cc)).collect();
-                            for &p in &held {
-                                assert!(live.lock().unwrap().insert(p.as_ptr().addr()), "buffer handed out twice");
+                            let held: Vec<_> = (0..5).map(|_| alloc(&core, &mut cc)).collect();
+                            {
+                                let mut live = live.lock().unwrap();
+                                for &p in &held {
+                                    assert!(live.insert(p.as_ptr().addr()), "buffer handed out twice");
+                                }
+                            }
+                            {
+                                let mut live = live.lock().unwrap();
+                                for &p in &held {
+                                    live.remove(&p.as_ptr().addr());
+                                }
                             }
                             for p in held {
-                                live.lock().unwrap().remove(&p.as_ptr().addr());
                                 assert!(core.unload_and_push(&mut cc, p));
                             }
                         }
