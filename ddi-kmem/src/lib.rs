@@ -17,6 +17,25 @@
 //! diagnostic ([`get_free_pages`] serves them); `KM_CACHEALIGN` starts a small request on a
 //! cache line; `kmem_zalloc` zeroes the whole extent; `kmem_alloc` memory is not zeroed.
 //!
+//! **Object caches and magazines.** Each size class is an object cache (the same machinery as
+//! [`kmem_cache_create`]): a slab layer of raw buffers carved from 64 KiB slabs, a depot of
+//! full and empty magazines under a lock, and per-thread *loaded* and *previous* magazines
+//! (Bonwick and Adams, "Magazines and Vmem"; illumos `kmem.c`). An allocation pops the
+//! thread's loaded magazine; a free pushes onto it; the thread goes to the depot once per
+//! magazine's worth of operations, and to the slab layer only when the depot is empty. A
+//! buffer freed on another thread joins that thread's magazine; a thread's magazines return
+//! to the depot when it exits. Constructors run when a buffer leaves the slab layer,
+//! destructors when it returns there (reap, purge, destroy), as Solaris defines constructed
+//! state. `Arena::reap` trims each depot to its working set and calls the caches' reclaim
+//! callbacks; a `KM_SLEEP` allocation that finds the budget exhausted reaps before it sleeps.
+//!
+//! **Counting.** An arena with a budget or with checking counts every allocation exactly, with
+//! atomics, as it happens. A plain arena (the release default) counts per thread, written only
+//! by the owning thread, and sums on demand, so its fast path has no shared read-modify-write:
+//! one thread-local access, a few predictable branches and a magazine pop. Its per-class
+//! high-water marks are sampled whenever a cache reaches below its magazines, and its arena
+//! high-water mark is the sum of those (an upper bound).
+//!
 //! **Budget and sleeping.** Bytes in use are counted by extent (after class rounding). With a
 //! budget, a `KM_NOSLEEP` request the budget cannot cover returns NULL at once; a `KM_SLEEP`
 //! request sleeps until frees make room, then succeeds ("may sleep but guaranteed to
@@ -62,7 +81,9 @@
 //! provide theirs and [`vendor`] runs one scenario under several and prints a table.
 //!
 //! **Raw memory** is obtained only in `sys.rs` (clippy `disallowed-methods` bans
-//! `std::alloc::{alloc, dealloc, ...}` elsewhere).
+//! `std::alloc::{alloc, dealloc, ...}` elsewhere). Memory an arena or cache must keep because
+//! it was destroyed with buffers still allocated goes on a process-wide list
+//! ([`kept_bytes`]): it stays valid, reachable and counted, never silently lost.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
