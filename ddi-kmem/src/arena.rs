@@ -253,6 +253,13 @@ impl Arena {
         f()
     }
 
+    /// An identity for the arena: equal for handles of the same arena, different from every
+    /// other arena alive at the same time (the address of the shared state; it may be reused
+    /// after the arena is dropped, so key only what holds a handle to the arena).
+    pub fn id(&self) -> usize {
+        self.inner_ptr().addr()
+    }
+
     /// The arena's name.
     pub fn name(&self) -> &str {
         &self.inner.name

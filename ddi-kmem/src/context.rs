@@ -199,6 +199,18 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&ArenaInner) -> R) -> R {
     }
 }
 
+/// An identity of the arena the current thread has entered (or of the default), equal to
+/// [`Arena::id`] of that arena. Unlike [`current_arena`] it touches no reference count: one
+/// thread-local read.
+#[inline]
+pub fn current_arena_id() -> usize {
+    // SAFETY: the reference is used only within this call.
+    match unsafe { state() } {
+        Some(st) => std::ptr::from_ref(st.arena()).addr(),
+        None => crate::arena::default_arena().id(),
+    }
+}
+
 /// The arena the current thread has entered, or the process default.
 pub fn current_arena() -> Arena {
     STATE

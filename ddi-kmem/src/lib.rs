@@ -111,7 +111,9 @@ pub mod vendor;
 pub use arena::{Arena, ArenaBuilder, MAX_PAGE_ORDER, Response};
 pub use buf::KmemBuf;
 pub use check::{Checking, FREE_PATTERN, REDZONE_BYTE, UNINIT_PATTERN};
-pub use context::{Context, EnterGuard, InterruptGuard, current_arena, current_context, in_interrupt, interrupt};
+pub use context::{
+    Context, EnterGuard, InterruptGuard, current_arena, current_arena_id, current_context, in_interrupt, interrupt,
+};
 pub use ddi::{free_pages, get_free_pages, kmem_alloc, kmem_free, kmem_zalloc};
 pub use error::{KmemError, Site};
 pub use flags::{KM_CACHEALIGN, KM_DMA, KM_NOSLEEP, KM_PHYSCONTIG, KM_SLEEP, KmFlags};

@@ -7,15 +7,13 @@
 //! their environment (`db_env`), so a message freed on a thread that entered another arena
 //! still returns to its own cache and arena.
 //!
-//! The registry is keyed by the address of the arena's [`MemQuirks`](ddi_kmem::MemQuirks)
-//! (`Arena::quirks` returns a reference into the arena's shared state, stable and unique
-//! while the arena lives; the environment holds a clone of the arena, so the address is
-//! never reused). ddi-kmem has no public arena identity or per-arena extension slot; with
-//! one, the environment could be dropped with its arena.
+//! The registry is keyed by [`Arena::id`] (the environment holds a clone of the arena, so the
+//! identity is never reused while the key is in the registry). ddi-kmem has no per-arena
+//! extension slot yet; with one, the environment could be dropped with its arena.
 
 use crate::error::StreamsError;
 use crate::sync::{AtomicBool, Mutex, Ordering};
-use ddi_kmem::{Arena, KmemCache, Response, current_arena, kmem_cache_create};
+use ddi_kmem::{Arena, KmemCache, Response, current_arena, current_arena_id, kmem_cache_create};
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -50,19 +48,20 @@ thread_local! {
 }
 
 fn key_of(arena: &Arena) -> usize {
-    std::ptr::from_ref(arena.quirks()).addr()
+    arena.id()
 }
 
 /// The environment of the current thread's arena, created if needed.
 pub(crate) fn current() -> &'static MsgEnv {
-    let arena = current_arena();
-    let key = key_of(&arena);
+    // The arena's identity costs one thread-local read; the handle (a reference count) is
+    // taken only on the slow path.
+    let key = current_arena_id();
     if let Ok((k, Some(env))) = LAST.try_with(Cell::get) {
         if k == key {
             return env;
         }
     }
-    let env = lookup_or_create(arena, key);
+    let env = lookup_or_create(current_arena(), key);
     let _ = LAST.try_with(|c| c.set((key, Some(env))));
     env
 }
