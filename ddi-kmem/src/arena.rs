@@ -689,9 +689,6 @@ impl ArenaInner {
             }
             return;
         };
-        if context::with_state(|st| self.fast_free(st, p, size)) == Some(true) {
-            return;
-        }
         if self.plain_free(size) {
             let ix = self.table.index(size).expect("size <= max");
             // SAFETY: by contract `p` is a live buffer of this arena allocated with `size`

@@ -9,7 +9,7 @@
 use crate::class::Class;
 use crate::flags::KmFlags;
 use crate::magazine::{
-    CpuCache, Depot, Magazine, SlowGuard, ThreadCounters, drop_cpu_cache, with_cpu_cache, with_cpu_cache_or_new,
+    CpuCache, Depot, Magazine, ThreadCounters, drop_cpu_cache, with_cpu_cache, with_cpu_cache_or_new,
 };
 use crate::slab::SlabLayer;
 use crate::stats::CacheStats;
@@ -111,7 +111,6 @@ impl CacheCore {
 
     #[cold]
     fn alloc_slow(self: &Arc<Self>, flags: KmFlags) -> Option<NonNull<u8>> {
-        let _slow = SlowGuard::enter();
         let from_depot = with_cpu_cache_or_new(self, |cc| self.refill_and_pop(cc));
         if let Some(Some(p)) = from_depot {
             self.sample_high_water();
@@ -172,7 +171,6 @@ impl CacheCore {
     /// As [`CacheCore::free`].
     #[cold]
     unsafe fn free_slow(self: &Arc<Self>, p: NonNull<u8>) {
-        let _slow = SlowGuard::enter();
         let done = with_cpu_cache_or_new(self, |cc| self.unload_and_push(cc, p));
         if done != Some(true) {
             // No magazine layer on this thread (it is exiting): destroy into the slab layer.
@@ -292,7 +290,6 @@ impl CacheCore {
     /// `kmem_cache_reap`: the reclaim callback, then `kmem_depot_ws_reap`). Returns how many
     /// buffers went back to the slab layer.
     pub(crate) fn reap(&self) -> usize {
-        let _slow = SlowGuard::enter();
         if let Some(reclaim) = &self.reclaim {
             reclaim();
         }
@@ -313,7 +310,6 @@ impl CacheCore {
     /// Empties the depot entirely (illumos `kmem_depot_ws_zero` then reap, as
     /// `kmem_cache_reap_now` does). Returns how many buffers went back to the slab layer.
     pub(crate) fn purge(&self) -> usize {
-        let _slow = SlowGuard::enter();
         let full = {
             let mut d = self.depot.lock();
             d.empty.clear();
@@ -349,7 +345,6 @@ impl CacheCore {
 
 impl Drop for CacheCore {
     fn drop(&mut self) {
-        let _slow = SlowGuard::enter();
         self.purge();
         if self.leaked.load(Ordering::Relaxed) || self.in_use() > 0 {
             self.slab.leak();

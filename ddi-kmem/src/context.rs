@@ -28,8 +28,6 @@ pub(crate) struct ThreadState {
     /// The innermost entered arena, or null for the process default. Always points into an
     /// `Arc` held by `entered`.
     current: Cell<*const ArenaInner>,
-    /// Set while the thread runs kmem's own slow paths (see `magazine::SlowGuard`).
-    pub(crate) slow: Cell<bool>,
     /// The thread's magazines, by cache id. Declared last: dropped after `entered`.
     pub(crate) mags: MagTable,
 }
@@ -40,7 +38,6 @@ thread_local! {
             interrupt: Cell::new(0),
             entered: RefCell::new(Vec::new()),
             current: Cell::new(std::ptr::null()),
-            slow: Cell::new(false),
             mags: MagTable(RefCell::new(Vec::new())),
         }
     };

@@ -179,7 +179,6 @@ impl CpuCache {
 
 impl Drop for CpuCache {
     fn drop(&mut self) {
-        let _slow = SlowGuard::enter();
         let core = self.core.clone();
         core.retire_thread(self);
     }
@@ -196,13 +195,6 @@ impl MagTable {
         let mut t = self.0.try_borrow_mut().ok()?;
         let cc = t.get_mut(id)?.as_deref_mut()?;
         f(cc)
-    }
-}
-
-impl Drop for MagTable {
-    fn drop(&mut self) {
-        let _slow = SlowGuard::enter();
-        self.0.get_mut().clear();
     }
 }
 
@@ -233,30 +225,4 @@ pub(crate) fn with_cpu_cache_or_new<R>(core: &Arc<CacheCore>, f: impl FnOnce(&mu
 pub(crate) fn drop_cpu_cache(id: usize) {
     let cc = with_state(|s| s.mags.0.try_borrow_mut().ok().and_then(|mut t| t.get_mut(id).and_then(Option::take)));
     drop(cc);
-}
-
-/// Marks the thread as inside kmem's slow path while alive, so that a `#[global_allocator]`
-/// built on kmem sends the allocations kmem itself makes there (magazines, tables, reports)
-/// to the system allocator instead of recursing.
-pub(crate) struct SlowGuard {
-    was: bool,
-}
-
-impl SlowGuard {
-    pub(crate) fn enter() -> Self {
-        SlowGuard { was: with_state(|s| s.slow.replace(true)).unwrap_or(true) }
-    }
-}
-
-impl Drop for SlowGuard {
-    fn drop(&mut self) {
-        let _ = with_state(|s| s.slow.set(self.was));
-    }
-}
-
-/// Whether the calling thread is inside kmem's slow path (or its thread-locals are gone).
-#[inline]
-#[allow(dead_code)] // for the #[global_allocator] adapter (issue: kmem at allocator speed)
-pub(crate) fn in_slow_path() -> bool {
-    with_state(|s| s.slow.get()).unwrap_or(true)
 }
