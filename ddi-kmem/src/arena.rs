@@ -103,26 +103,64 @@ impl ArenaBuilder {
         let exact = checker.is_some() || self.budget.is_some();
         let plain =
             !exact && q.hidden_header == 0 && q.round_to == 1 && q.trailer == 0 && q.free_size == FreeSize::Trusted;
-        Arena {
-            inner: Arc::new(ArenaInner {
-                name: self.name,
-                quirks: q,
-                table,
-                caches,
-                counters,
-                budget: Budget::new(self.budget),
-                checker,
-                response: self.response,
-                injector: Injector::default(),
-                errors: Mutex::new(Vec::new()),
-                error_count: AtomicU64::new(0),
-                cachealign_used: AtomicBool::new(false),
-                cachealign_class,
-                exact,
-                plain,
-                class_ids,
-                user_caches: Mutex::new(Vec::new()),
-            }),
+        let inner = Arc::new(ArenaInner {
+            id: NEXT_ARENA_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            name: self.name,
+            quirks: q,
+            table,
+            caches,
+            counters,
+            budget: Budget::new(self.budget),
+            checker,
+            response: self.response,
+            injector: Injector::default(),
+            errors: Mutex::new(Vec::new()),
+            error_count: AtomicU64::new(0),
+            cachealign_used: AtomicBool::new(false),
+            cachealign_class,
+            exact,
+            plain,
+            class_ids,
+            user_caches: Mutex::new(Vec::new()),
+            close_hooks: Mutex::new(Some(Vec::new())),
+        });
+        Arena { open: Some(Arc::new(Open { inner: Arc::clone(&inner) })), inner }
+    }
+}
+
+/// A weak reference to an [`Arena`] ([`Arena::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakArena(Weak<ArenaInner>);
+
+impl WeakArena {
+    /// A [dependent](Arena::dependent) handle to the arena, if it still exists.
+    pub fn upgrade(&self) -> Option<Arena> {
+        self.0.upgrade().map(|inner| Arena { inner, open: None })
+    }
+}
+
+/// Arena identities: never reused within a process, so a layer above may key per-arena state
+/// on them even after the arena is gone. Starts at 1.
+static NEXT_ARENA_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// A hook run when an arena closes.
+type CloseHook = Box<dyn FnOnce(&Arena) + Send>;
+
+/// Held by every open handle of an arena; dropping the last one closes the arena.
+struct Open {
+    inner: Arc<ArenaInner>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let hooks = self.inner.close_hooks.lock().take().unwrap_or_default();
+        if hooks.is_empty() {
+            return;
+        }
+        let dependent = Arena { inner: Arc::clone(&self.inner), open: None };
+        tracing::debug!(arena = %self.inner.name, hooks = hooks.len(), "arena closed");
+        for hook in hooks {
+            hook(&dependent);
         }
     }
 }
@@ -152,6 +190,8 @@ impl ArenaBuilder {
 #[derive(Clone)]
 pub struct Arena {
     inner: Arc<ArenaInner>,
+    /// `None` for a [dependent](Arena::dependent) handle.
+    open: Option<Arc<Open>>,
 }
 
 impl fmt::Debug for Arena {
@@ -165,6 +205,8 @@ impl fmt::Debug for Arena {
 }
 
 pub(crate) struct ArenaInner {
+    /// See [`Arena::id`].
+    pub(crate) id: usize,
     name: String,
     quirks: MemQuirks,
     table: ClassTable,
@@ -192,6 +234,8 @@ pub(crate) struct ArenaInner {
     /// then on an unchecked free of a small size asks that class whether it owns the buffer.
     cachealign_used: AtomicBool,
     cachealign_class: Option<usize>,
+    /// Run when the last open handle is dropped; `None` once that has happened.
+    close_hooks: Mutex<Option<Vec<CloseHook>>>,
 }
 
 /// Where a request is served from.
@@ -253,11 +297,54 @@ impl Arena {
         f()
     }
 
-    /// An identity for the arena: equal for handles of the same arena, different from every
-    /// other arena alive at the same time (the address of the shared state; it may be reused
-    /// after the arena is dropped, so key only what holds a handle to the arena).
+    /// An identity for the arena: equal for all handles of the same arena, and never given to
+    /// another arena of the process, even after this one is dropped.
     pub fn id(&self) -> usize {
-        self.inner_ptr().addr()
+        self.inner.id
+    }
+
+    /// A handle that keeps the arena alive without keeping it *open*.
+    ///
+    /// An arena is open while any ordinary handle exists (every handle made by
+    /// [`ArenaBuilder::build`] or cloned from one, including those held by threads that have
+    /// [entered](Arena::enter) it). When the last one is dropped the arena *closes*: the
+    /// hooks registered with [`on_close`](Arena::on_close) run, once, and the arena itself is
+    /// dropped when the dependent handles are too. A layer above that keeps per-arena state
+    /// (streams-core's message environment: an object cache in this arena) holds dependent
+    /// handles and releases them in its close hook, so the arena does not keep itself alive.
+    pub fn dependent(&self) -> Arena {
+        Arena { inner: Arc::clone(&self.inner), open: None }
+    }
+
+    /// A weak handle: it does not keep the arena alive, and gives a dependent handle back
+    /// while the arena exists.
+    pub fn downgrade(&self) -> WeakArena {
+        WeakArena(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether this is a [dependent](Arena::dependent) handle.
+    pub fn is_dependent(&self) -> bool {
+        self.open.is_none()
+    }
+
+    /// Whether the arena has closed (only a dependent handle can observe it).
+    pub fn is_closed(&self) -> bool {
+        self.inner.close_hooks.lock().is_none()
+    }
+
+    /// Registers `hook` to run when the arena closes (see [`dependent`](Arena::dependent)),
+    /// on the thread that drops the last open handle, with a dependent handle to the arena.
+    /// Hooks run in the order they were registered. Returns `false`, and drops `hook` without
+    /// running it, if the arena has already closed. The process-wide
+    /// [default](Arena::default_arena) never closes.
+    pub fn on_close(&self, hook: impl FnOnce(&Arena) + Send + 'static) -> bool {
+        match self.inner.close_hooks.lock().as_mut() {
+            Some(hooks) => {
+                hooks.push(Box::new(hook));
+                true
+            }
+            None => false,
+        }
     }
 
     /// The arena's name.

@@ -176,7 +176,7 @@ impl CacheCore {
             // No magazine layer on this thread (it is exiting): destroy into the slab layer.
             // SAFETY: `p` is a constructed buffer of this cache no one uses any more.
             unsafe { self.destroy(p) };
-            self.retired_frees.fetch_add(1, Ordering::Relaxed);
+            self.retired_frees.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -195,7 +195,7 @@ impl CacheCore {
     /// Counts an allocation (`true`) or free made outside the magazine layer (checking).
     pub(crate) fn count_outside(&self, alloc: bool) {
         let c = if alloc { &self.retired_allocs } else { &self.retired_frees };
-        c.fetch_add(1, Ordering::Relaxed);
+        c.fetch_add(1, Ordering::Release);
     }
 
     /// A snapshot of the statistics; `failures` is counted by the arena.
@@ -246,19 +246,21 @@ impl CacheCore {
             unsafe { self.destroy(p) };
         }
         let c = &cc.counters;
-        self.retired_allocs.fetch_add(c.allocs.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.retired_frees.fetch_add(c.frees.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.threads.lock().retain(|t| !Arc::ptr_eq(t, c));
+        // Under the lock `counts` takes, so a reader never sees the counts twice or not at all.
+        let mut threads = self.threads.lock();
+        self.retired_allocs.fetch_add(c.allocs.load(Ordering::Relaxed), Ordering::Release);
+        self.retired_frees.fetch_add(c.frees.load(Ordering::Relaxed), Ordering::Release);
+        threads.retain(|t| !Arc::ptr_eq(t, c));
     }
 
     /// (allocations, frees) so far, over all threads.
     pub(crate) fn counts(&self) -> (u64, u64) {
         let threads = self.threads.lock();
-        let mut a = self.retired_allocs.load(Ordering::Relaxed);
-        let mut f = self.retired_frees.load(Ordering::Relaxed);
+        let mut a = self.retired_allocs.load(Ordering::Acquire);
+        let mut f = self.retired_frees.load(Ordering::Acquire);
         for t in threads.iter() {
-            a += t.allocs.load(Ordering::Relaxed);
-            f += t.frees.load(Ordering::Relaxed);
+            a += t.allocs.load(Ordering::Acquire);
+            f += t.frees.load(Ordering::Acquire);
         }
         (a, f)
     }

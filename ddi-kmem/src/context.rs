@@ -203,7 +203,7 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&ArenaInner) -> R) -> R {
 pub fn current_arena_id() -> usize {
     // SAFETY: the reference is used only within this call.
     match unsafe { state() } {
-        Some(st) => std::ptr::from_ref(st.arena()).addr(),
+        Some(st) => st.arena().id,
         None => crate::arena::default_arena().id(),
     }
 }

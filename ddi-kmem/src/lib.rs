@@ -108,7 +108,7 @@ mod sync;
 pub(crate) mod sys;
 pub mod vendor;
 
-pub use arena::{Arena, ArenaBuilder, MAX_PAGE_ORDER, Response};
+pub use arena::{Arena, ArenaBuilder, MAX_PAGE_ORDER, Response, WeakArena};
 pub use buf::KmemBuf;
 pub use check::{Checking, FREE_PATTERN, REDZONE_BYTE, UNINIT_PATTERN};
 pub use context::{

@@ -52,10 +52,14 @@ pub(crate) struct ThreadCounters {
 }
 
 impl ThreadCounters {
-    /// Owner-only increment: a relaxed load and store, no read-modify-write.
+    /// Owner-only increment: a load and a store, no read-modify-write. The store is Release
+    /// (free on x86 and cheap elsewhere) and [`CacheCore::counts`] reads with Acquire, so a
+    /// reader that sees a free counted also sees everything the freeing thread did before:
+    /// a layer above may destroy a cache once it reads no buffer in use (streams-core's
+    /// close of a message environment relies on it).
     #[inline]
     fn bump(c: &AtomicU64) {
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 }
 

@@ -405,6 +405,7 @@ pub unsafe fn dupb(bp: *mut Mblk) -> *mut Mblk {
         unsafe { kmem_cache_free(&env.cache, b.cast()) };
         return std::ptr::null_mut();
     }
+    env::shared_dup("dupb", shared, shared.db_ref());
     let unused = DbInit {
         base: std::ptr::null_mut(),
         lim: std::ptr::null_mut(),
@@ -469,6 +470,7 @@ unsafe fn release_half(b: *mut Mdb) {
 unsafe fn free_data(d: *mut Dblk) {
     // SAFETY: the data block is exclusively the caller's now.
     let d = unsafe { &*d };
+    env::shared_forget(d);
     match d.db_class {
         DbClass::Fast | DbClass::Unused => {}
         DbClass::Kmem => {
@@ -488,9 +490,12 @@ unsafe fn free_data(d: *mut Dblk) {
 ///
 /// # Safety
 /// The caller held a reference to `d` and does not use it afterwards.
-pub(crate) unsafe fn dblk_release(d: *mut Dblk) {
+#[track_caller]
+pub(crate) unsafe fn dblk_release(call: &'static str, d: *mut Dblk) {
     // SAFETY: the caller's reference keeps `d` live until the decrement.
-    if unsafe { (*d).db_ref.release() } {
+    let dref = unsafe { &*d };
+    env::shared_release(call, dref, dref.db_ref());
+    if dref.db_ref.release() {
         // SAFETY: last reference, now exclusively ours.
         unsafe { free_data(d) };
         // SAFETY: the data block half of its block is no longer used.
@@ -519,6 +524,9 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
     }
     env::forget(mp);
     let d = m.b_datap;
+    // SAFETY: `mp` holds a reference to `d`, so it is live.
+    let dref = unsafe { &*d };
+    env::shared_release(call, dref, dref.db_ref());
     // LfS marks a message block unused by clearing b_datap.
     m.b_datap = std::ptr::null_mut();
     let d_block = mdb_of_dblk(d);

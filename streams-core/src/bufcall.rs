@@ -88,6 +88,16 @@ impl Bufcalls {
         id
     }
 
+    /// Drops the waiting callbacks without running them (their arena closed); returns how
+    /// many there were.
+    pub(crate) fn clear(&self) -> usize {
+        let mut st = self.state.lock();
+        let n = st.waiting.len();
+        st.waiting.clear();
+        self.pending.store(false, Ordering::Relaxed);
+        n
+    }
+
     /// Runs the waiting callbacks if any; called after memory was freed.
     #[inline]
     pub(crate) fn kick(&self) {

@@ -2,53 +2,103 @@
 //! reports and bufcall list.
 //!
 //! Every arena that allocates messages gets one [`MsgEnv`], created lazily by the first
-//! message call made while the arena is entered, and kept for the life of the process (as
-//! LfS keeps its `DYN_MDBBLOCK` slab cache for the life of the module). Data blocks point at
-//! their environment (`db_env`), so a message freed on a thread that entered another arena
-//! still returns to its own cache and arena.
+//! message call made while the arena is entered. Data blocks point at their environment
+//! (`db_env`), so a message freed on a thread that entered another arena still returns to its
+//! own cache and arena.
 //!
-//! The registry is keyed by [`Arena::id`] (the environment holds a clone of the arena, so the
-//! identity is never reused while the key is in the registry). ddi-kmem has no per-arena
-//! extension slot yet; with one, the environment could be dropped with its arena.
+//! # Lifetime
+//!
+//! The environment holds [dependent](Arena::dependent) handles to its arena (its own, and the
+//! cache's), so it does not keep the arena open. When the arena closes (its last ordinary
+//! handle is dropped; threads that have entered it hold one), the close hook
+//! registered at creation runs:
+//!
+//! - if no combined block of the environment is in use (no message, no data block exists),
+//!   the cache is destroyed and both handles are dropped, so the arena itself is freed; the
+//!   environment's few bytes of header (its bufcall list and report list) go to a pool and
+//!   serve the next arena that allocates messages;
+//! - otherwise the messages still out are reported (they were leaked by the program) and the
+//!   environment, with its arena, is kept for the life of the process, so those messages stay
+//!   valid and can still be freed.
+//!
+//! Why a message freed on another thread while the arena closes is safe: the close hook
+//! destroys the cache only after it has seen every combined block back (ddi-kmem counts a free
+//! after the buffer is back in a magazine, and the count is read under the same per-cache
+//! lock); a thread that freed the last block touches afterwards only the bufcall list, which
+//! stays valid because the environment's memory is never freed (it is pooled). Such a thread
+//! may at worst run the bufcalls of the next arena to reuse the environment, early: a bufcall
+//! callback may always run when its `allocb` would still fail, and retries.
+//!
+//! The registry is keyed by [`Arena::id`], which is never reused in a process, so a stale
+//! per-thread cache entry never matches another arena.
 
 use crate::error::StreamsError;
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use ddi_kmem::{Arena, KmemCache, Response, current_arena, current_arena_id, kmem_cache_create};
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::collections::HashSet;
+use std::mem::ManuallyDrop;
 use std::sync::OnceLock;
 
-/// Per-arena STREAMS message state.
-pub(crate) struct MsgEnv {
+/// The part of an environment that belongs to one arena.
+pub(crate) struct Live {
     pub(crate) arena: Arena,
     /// Combined blocks (`Mdb`): message block, data block and FASTBUF bytes of data.
     pub(crate) cache: KmemCache,
     pub(crate) checking: bool,
     response: Response,
+}
+
+/// Per-arena STREAMS message state.
+pub(crate) struct MsgEnv {
+    /// Initialised while the environment serves an arena: written only when it is taken from
+    /// the pool (before it is published) and dropped only by the close hook, when no block of
+    /// the environment is in use and no thread has the arena entered.
+    live: UnsafeCell<ManuallyDrop<Live>>,
     errors: Mutex<Vec<StreamsError>>,
     pub(crate) bufcalls: crate::bufcall::Bufcalls,
 }
 
-// SAFETY: every field is Send + Sync except through raw pointers in `Bufcalls`, which hold
-// callback arguments that the bufcall contract makes the caller's to synchronise.
+// SAFETY: `live` is written only while no other thread can reach the environment (see the
+// field); everything else is Send + Sync except through raw pointers in `Bufcalls`, which
+// hold callback arguments that the bufcall contract makes the caller's to synchronise.
 unsafe impl Sync for MsgEnv {}
 // SAFETY: as above.
 unsafe impl Send for MsgEnv {}
+
+impl std::ops::Deref for MsgEnv {
+    type Target = Live;
+
+    #[inline]
+    fn deref(&self) -> &Live {
+        // SAFETY: a caller reaches an environment through the registry or the thread's cache
+        // while its arena is entered (open), or through a block of it that is in use: in
+        // both cases the close hook has not run, so `live` is initialised and not written.
+        unsafe { &*self.live.get() }
+    }
+}
 
 /// Set once any environment checks, so the free path of unchecked processes skips the
 /// environment lookup.
 static ANY_CHECKING: AtomicBool = AtomicBool::new(false);
 
-/// (key, environment) of every arena that has allocated messages.
-static REGISTRY: Mutex<Vec<(usize, &'static MsgEnv)>> = Mutex::new(Vec::new());
+/// A pointer to a leaked environment (they are never freed).
+#[derive(Clone, Copy)]
+struct EnvPtr(&'static MsgEnv);
+
+/// (arena id, environment) of every open arena that has allocated messages.
+static REGISTRY: Mutex<Vec<(usize, EnvPtr)>> = Mutex::new(Vec::new());
+
+/// Environments whose arena closed cleanly, ready for another arena.
+static POOL: Mutex<Vec<EnvPtr>> = Mutex::new(Vec::new());
+
+/// Environments kept because their arena closed with messages outstanding.
+static KEPT: Mutex<Vec<EnvPtr>> = Mutex::new(Vec::new());
 
 thread_local! {
-    /// The last environment this thread looked up, with its key.
-    static LAST: Cell<(usize, Option<&'static MsgEnv>)> = const { Cell::new((0, None)) };
-}
-
-fn key_of(arena: &Arena) -> usize {
-    arena.id()
+    /// The last environment this thread looked up, with its arena's id (0: none). The
+    /// pointer is dereferenced only while the id matches the thread's current arena.
+    static LAST: Cell<(usize, *const MsgEnv)> = const { Cell::new((0, std::ptr::null())) };
 }
 
 /// The environment of the current thread's arena, created if needed.
@@ -56,20 +106,22 @@ pub(crate) fn current() -> &'static MsgEnv {
     // The arena's identity costs one thread-local read; the handle (a reference count) is
     // taken only on the slow path.
     let key = current_arena_id();
-    if let Ok((k, Some(env))) = LAST.try_with(Cell::get) {
+    if let Ok((k, env)) = LAST.try_with(Cell::get) {
         if k == key {
-            return env;
+            // SAFETY: set below from a `&'static MsgEnv` (environments are never freed), for
+            // the arena with this id, which is entered, hence open: the environment serves it.
+            return unsafe { &*env };
         }
     }
     let env = lookup_or_create(current_arena(), key);
-    let _ = LAST.try_with(|c| c.set((key, Some(env))));
+    let _ = LAST.try_with(|c| c.set((key, std::ptr::from_ref(env))));
     env
 }
 
 /// The environment of `arena`, if it has allocated messages.
 pub(crate) fn of(arena: &Arena) -> Option<&'static MsgEnv> {
-    let key = key_of(arena);
-    REGISTRY.lock().iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
+    let key = arena.id();
+    REGISTRY.lock().iter().find(|(k, _)| *k == key).map(|(_, e)| e.0)
 }
 
 /// The current environment if any environment checks, else `None` (the fast path).
@@ -86,8 +138,9 @@ pub(crate) fn checking() -> Option<&'static MsgEnv> {
 fn lookup_or_create(arena: Arena, key: usize) -> &'static MsgEnv {
     let mut reg = REGISTRY.lock();
     if let Some((_, e)) = reg.iter().find(|(k, _)| *k == key) {
-        return e;
+        return e.0;
     }
+    let arena = arena.dependent();
     // The arena is entered: kmem_cache_create makes the cache in it.
     let cache = arena.run(|| {
         kmem_cache_create(
@@ -107,16 +160,76 @@ fn lookup_or_create(arena: Arena, key: usize) -> &'static MsgEnv {
         ANY_CHECKING.store(true, Ordering::Relaxed);
     }
     tracing::debug!(arena = arena.name(), checking, "streams: message environment created");
-    let env: &'static MsgEnv = Box::leak(Box::new(MsgEnv {
-        response: arena.response(),
-        arena,
-        cache,
-        checking,
-        errors: Mutex::new(Vec::new()),
-        bufcalls: crate::bufcall::Bufcalls::new(),
-    }));
-    reg.push((key, env));
+    let live = Live { response: arena.response(), arena: arena.clone(), cache, checking };
+    let env: &'static MsgEnv = match POOL.lock().pop() {
+        Some(EnvPtr(env)) => {
+            // SAFETY: a pooled environment serves no arena: its close hook dropped `live`, no
+            // block of it is in use, and no thread can reach it until it is published below.
+            unsafe { env.live.get().write(ManuallyDrop::new(live)) };
+            env
+        }
+        None => Box::leak(Box::new(MsgEnv {
+            live: UnsafeCell::new(ManuallyDrop::new(live)),
+            errors: Mutex::new(Vec::new()),
+            bufcalls: crate::bufcall::Bufcalls::new(),
+        })),
+    };
+    if arena.on_close(move |_| close(key, env)) {
+        reg.push((key, EnvPtr(env)));
+    } else {
+        // Only a dependent handle reaches a closed arena; what it allocates keeps the
+        // environment for the life of the process.
+        KEPT.lock().push(EnvPtr(env));
+    }
     env
+}
+
+/// How many message environments exist, by state ([`message_environments`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnvCounts {
+    /// Serving an open arena.
+    pub open: usize,
+    /// Released by a closed arena, waiting to serve another.
+    pub pooled: usize,
+    /// Kept with their arena because it closed with messages still in use.
+    pub kept: usize,
+}
+
+/// The message environments of the process (one per arena that has allocated messages; see
+/// the crate documentation, "Environments"), for leak checks.
+pub fn message_environments() -> EnvCounts {
+    EnvCounts { open: REGISTRY.lock().len(), pooled: POOL.lock().len(), kept: KEPT.lock().len() }
+}
+
+/// The close hook of an environment's arena.
+fn close(key: usize, env: &'static MsgEnv) {
+    REGISTRY.lock().retain(|(k, _)| *k != key);
+    let in_use = env.cache.stats().buffers_in_use;
+    if in_use > 0 {
+        let name = env.arena.name().to_owned();
+        tracing::error!(arena = %name, blocks = in_use, "STREAMS: arena closed with message blocks in use");
+        eprintln!(
+            "STREAMS: arena '{name}' closed with {in_use} message or data blocks still in use; they and the arena are kept, not freed"
+        );
+        KEPT.lock().push(EnvPtr(env));
+        return;
+    }
+    let dropped = env.bufcalls.clear();
+    if dropped > 0 {
+        tracing::warn!(
+            arena = env.arena.name(),
+            dropped,
+            "STREAMS: arena closed with bufcalls waiting; they will not run"
+        );
+    }
+    env.errors.lock().clear();
+    // SAFETY: no block of the environment is in use and the arena is closed (no thread has
+    // it entered), so nothing reaches `live` until the environment is taken from the pool.
+    let live = unsafe { &mut *env.live.get() };
+    // SAFETY: initialised (the environment served the arena until now) and dropped once:
+    // the next write is by `lookup_or_create`, which takes it from the pool.
+    unsafe { ManuallyDrop::drop(live) };
+    POOL.lock().push(EnvPtr(env));
 }
 
 impl MsgEnv {
@@ -144,6 +257,78 @@ impl MsgEnv {
 fn live() -> &'static Mutex<HashSet<usize>> {
     static LIVE: OnceLock<Mutex<HashSet<usize>>> = OnceLock::new();
     LIVE.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// With checking: fingerprints of the data blocks that are shared (`db_ref > 1`), taken
+/// when they became shared, by data block address. One table for the process, as `live`.
+fn shared() -> &'static Mutex<std::collections::HashMap<usize, u64>> {
+    static SHARED: OnceLock<Mutex<std::collections::HashMap<usize, u64>>> = OnceLock::new();
+    SHARED.get_or_init(|| Mutex::new(std::collections::HashMap::new()))
+}
+
+/// FNV-1a over the data block's whole buffer, `db_base..db_lim`.
+fn fingerprint(d: &crate::Dblk) -> u64 {
+    let len = d.db_lim.addr().saturating_sub(d.db_base.addr());
+    if d.db_base.is_null() || len == 0 {
+        return 0;
+    }
+    // SAFETY: a live data block's buffer is `db_base..db_lim`, initialised (allocb hands it
+    // out from kmem memory, which is initialised; esballoc's caller provides it) and alive
+    // while the block is referenced, which the caller's message block does.
+    let bytes = unsafe { std::slice::from_raw_parts(d.db_base, len) };
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// With checking, after `dupb` raised `d`'s reference count to `db_ref`: fingerprints a data
+/// block that has just become shared, or checks one that already was.
+#[track_caller]
+pub(crate) fn shared_dup(call: &'static str, d: &crate::Dblk, db_ref: u32) {
+    let Some(env) = checking() else { return };
+    let fp = fingerprint(d);
+    let mut t = shared().lock();
+    match t.get(&std::ptr::from_ref(d).addr()) {
+        Some(&old) if db_ref > 2 && old != fp => {
+            t.insert(std::ptr::from_ref(d).addr(), fp);
+            drop(t);
+            env.misuse(StreamsError::WrittenWhileShared {
+                call,
+                addr: std::ptr::from_ref(d).addr(),
+                db_ref: db_ref - 1,
+            });
+        }
+        _ => {
+            t.insert(std::ptr::from_ref(d).addr(), fp);
+        }
+    }
+}
+
+/// With checking, before a free lowers `d`'s reference count from `db_ref`: checks that a
+/// shared data block was not written while shared, and forgets it when it stops being
+/// shared.
+#[track_caller]
+pub(crate) fn shared_release(call: &'static str, d: &crate::Dblk, db_ref: u32) {
+    let Some(env) = checking() else { return };
+    let key = std::ptr::from_ref(d).addr();
+    let mut t = shared().lock();
+    let Some(&old) = t.get(&key) else { return };
+    let fp = fingerprint(d);
+    if db_ref <= 2 {
+        t.remove(&key);
+    } else {
+        t.insert(key, fp);
+    }
+    drop(t);
+    if old != fp {
+        env.misuse(StreamsError::WrittenWhileShared { call, addr: key, db_ref });
+    }
+}
+
+/// Forgets a data block whose last reference is gone (when any arena checks).
+#[inline]
+pub(crate) fn shared_forget(d: &crate::Dblk) {
+    if ANY_CHECKING.load(Ordering::Relaxed) {
+        shared().lock().remove(&std::ptr::from_ref(d).addr());
+    }
 }
 
 /// Validates `mp` for a raw call when the current arena checks: false (reported) if it is

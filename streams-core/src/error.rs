@@ -38,6 +38,18 @@ pub enum StreamsError {
         /// The data block's reference count.
         db_ref: u32,
     },
+    /// Found at `dupb` or at a free in a checking arena: the buffer of a data block changed
+    /// while other message blocks shared it (a raw write through one of them, which changes
+    /// the others' data too). The operation goes ahead; the report names the data block.
+    #[error("{call}: data block {addr:#x} was written while shared (db_ref {db_ref}): other messages saw the change")]
+    WrittenWhileShared {
+        /// The DDI call that found it.
+        call: &'static str,
+        /// The data block.
+        addr: usize,
+        /// The reference count while it was written.
+        db_ref: u32,
+    },
     /// A write past `db_lim`.
     #[error("{call}: no room: {wanted} bytes wanted, {room} bytes before db_lim")]
     NoRoom {

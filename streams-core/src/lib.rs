@@ -3,12 +3,6 @@
 //! Queues, flow control, scheduling and stream heads will follow; this part is the message
 //! layer.
 //!
-//! **Known limitation.** The per-arena message state (the combined-block cache, reports,
-//! bufcall list) is created on first use and kept for the life of the process, and it holds
-//! its arena: an arena that has allocated a message is never dropped (its bytes in use still
-//! return to zero; its caches and slabs stay). The fix needs a per-arena extension slot in
-//! ddi-kmem that is dropped with the arena's last public handle.
-//!
 //! # Principles of operation
 //!
 //! **Blocks.** A message is a chain (`b_cont`) of message blocks ([`Mblk`]), each a window
@@ -36,13 +30,19 @@
 //! **Environments.** The DDI functions act on the arena the thread has entered
 //! ([`Arena::run`](ddi_kmem::Arena::run)). Each arena gets, on first use, a message
 //! environment: the combined-block cache, the bufcall list and misuse reports (`env.rs`).
-//! A data block remembers its environment, so a message may be freed on any thread.
+//! A data block remembers its environment, so a message may be freed on any thread. The
+//! environment holds only [dependent](ddi_kmem::Arena::dependent) handles: when the arena's
+//! last ordinary handle goes, the environment releases its cache and the arena is dropped;
+//! if messages are still out, they are reported and kept valid with their arena (`env.rs`,
+//! "Lifetime"; [`message_environments`] counts them).
 //!
 //! **Buffer calls** run when memory is freed, on the freeing thread (`bufcall.rs`).
 //!
 //! **Misuse.** In an arena that checks ([`Arena::checking`](ddi_kmem::Arena::checking)),
-//! the raw functions detect a double `freeb`, a use after `freeb`, and a block not from
-//! `allocb`; a `freeb` of a block still on a queue and `esballoc` with a NULL base are
+//! the raw functions detect a double `freeb`, a use after `freeb`, a block not from
+//! `allocb`, and a raw write to a shared data block (a fingerprint of the buffer taken when
+//! `dupb` shares it, compared at each later `dupb` and free: found after the fact, as
+//! redzones are); a `freeb` of a block still on a queue and `esballoc` with a NULL base are
 //! detected always. Each is reported with the call's name, as the arena's
 //! [`Response`](ddi_kmem::Response) says (panic, or keep the report: [`take_errors`]), and
 //! the operation is refused, so memory is not corrupted. ddi-kmem's own checks (redzones,
@@ -90,7 +90,7 @@ pub use alloc::{
 };
 pub use bufcall::{BcId, BufcallFn, bufcall, bufcall_fn, bufcalls_waiting, esbbcall, unbufcall};
 pub use dblk::*;
-pub use env::take_errors;
+pub use env::{EnvCounts, message_environments, take_errors};
 pub use error::StreamsError;
 pub use mblk::*;
 pub use msg::{Blocks, Msg};

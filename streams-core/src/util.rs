@@ -467,7 +467,7 @@ pub unsafe fn pullupmsg(mp: *mut Mblk, len: isize) -> i32 {
     m.b_rptr = buf;
     m.b_wptr = buf.wrapping_add(size);
     // SAFETY: `mp` held a reference to `old`, given up here.
-    unsafe { dblk_release(old) };
+    unsafe { dblk_release("pullupmsg", old) };
     1
 }
 

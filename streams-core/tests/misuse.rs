@@ -131,3 +131,81 @@ fn writing_to_a_shared_data_block_is_refused() {
         assert_eq!(m.data(), b"Xbc");
     });
 }
+
+/// A raw write through one message block of a shared data block (C code writing `*b_wptr++`
+/// on a duplicate) is found at the next free of a sharer.
+#[test]
+fn a_raw_write_to_a_shared_data_block_is_reported_at_freeb() {
+    let arena = reporting("raw_shared_write");
+    arena.run(|| {
+        let mp = allocb(16, BPRI_MED);
+        let m = mb(mp);
+        // SAFETY: 16 bytes of room after b_wptr; the block is not shared yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b"abc".as_ptr(), m.b_wptr, 3);
+        }
+        m.b_wptr = m.b_wptr.wrapping_add(3);
+        // SAFETY: allocated above.
+        let dp = unsafe { dupb(mp) };
+        assert!(!dp.is_null());
+        // The misuse: write through the duplicate while the data block is shared.
+        let d = mb(dp);
+        // SAFETY: the byte is inside the buffer (b_rptr < b_wptr).
+        unsafe { d.b_rptr.write(b'X') };
+        // SAFETY: allocated by dupb above, freed once.
+        unsafe { freeb(dp) };
+        let e = only_error(&arena);
+        assert!(matches!(e, StreamsError::WrittenWhileShared { call: "freeb", db_ref: 2, .. }), "{e}");
+        assert!(e.to_string().contains("was written while shared"), "{e}");
+        // The original saw the change (that is the harm); its own free is clean: the block
+        // is no longer shared.
+        assert_eq!(mr(mp).data(), b"Xbc");
+        free(mp);
+        assert!(take_errors(&arena).is_empty());
+    });
+    assert_eq!(arena.bytes_in_use(), 0);
+}
+
+#[test]
+fn a_write_between_two_dupbs_is_reported_at_the_second() {
+    let arena = reporting("raw_shared_write_dupb");
+    arena.run(|| {
+        let mp = allocb(8, BPRI_MED);
+        mb(mp).b_wptr = mb(mp).b_wptr.wrapping_add(4);
+        // SAFETY: allocated above.
+        let d1 = unsafe { dupb(mp) };
+        // SAFETY: inside the buffer.
+        unsafe { mb(mp).b_rptr.write(7) };
+        // SAFETY: allocated above.
+        let d2 = unsafe { dupb(mp) };
+        let e = only_error(&arena);
+        assert!(matches!(e, StreamsError::WrittenWhileShared { call: "dupb", db_ref: 2, .. }), "{e}");
+        for p in [d2, d1, mp] {
+            free(p);
+        }
+        assert!(take_errors(&arena).is_empty());
+    });
+    assert_eq!(arena.bytes_in_use(), 0);
+}
+
+#[test]
+fn writing_after_the_sharers_are_gone_is_not_reported() {
+    let arena = reporting("unshared_write");
+    arena.run(|| {
+        let mp = allocb(8, BPRI_MED);
+        mb(mp).b_wptr = mb(mp).b_wptr.wrapping_add(4);
+        // SAFETY: allocated above.
+        let d1 = unsafe { dupb(mp) };
+        free(d1);
+        // SAFETY: inside the buffer; the block is the original's alone again.
+        unsafe { mb(mp).b_rptr.write(9) };
+        free(mp);
+        // A new block at the same address, never shared, written and freed: no report.
+        let again = allocb(8, BPRI_MED);
+        // SAFETY: 8 bytes of room.
+        unsafe { mb(again).b_wptr.write(1) };
+        free(again);
+    });
+    assert!(take_errors(&arena).is_empty());
+    assert_eq!(arena.bytes_in_use(), 0);
+}
