@@ -331,6 +331,15 @@ impl RefCount {
         // zero. After a non-last decrement we no longer have a reference to the block and
         // must not touch it (illumos `dblk_decref`: "just decremented db_ref, so we no
         // longer have a reference to the dblk").
+        //
+        // The sole reference needs no read-modify-write: only a holder can raise the count,
+        // so a 1 read by the holder stays 1; the Acquire load pairs with the Release
+        // decrements of former holders as the fence below does. The count is left at 1 in
+        // memory: the block is freed, and reinitialised when it is next allocated. (bytes
+        // `BytesMut` and `Arc::get_mut` use the same uniqueness test.)
+        if self.0.load(Ordering::Acquire) == 1 {
+            return true;
+        }
         if self.0.fetch_sub(1, Ordering::Release) != 1 {
             return false;
         }
