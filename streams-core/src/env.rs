@@ -245,11 +245,17 @@ impl MsgEnv {
     }
 
     /// With checking: records a new message block.
+    #[inline(always)]
     pub(crate) fn born(&self, mp: *const crate::Mblk) {
         if self.checking {
-            live().lock().insert(mp.addr());
+            born_slow(mp);
         }
     }
+}
+
+#[cold]
+fn born_slow(mp: *const crate::Mblk) {
+    live().lock().insert(mp.addr());
 }
 
 /// The addresses of the message blocks allocated in checking arenas. One set for the
@@ -281,8 +287,17 @@ fn fingerprint(d: &crate::Dblk) -> u64 {
 
 /// With checking, after `dupb` raised `d`'s reference count to `db_ref`: fingerprints a data
 /// block that has just become shared, or checks one that already was.
+#[inline(always)]
 #[track_caller]
 pub(crate) fn shared_dup(call: &'static str, d: &crate::Dblk, db_ref: u32) {
+    if ANY_CHECKING.load(Ordering::Relaxed) {
+        shared_dup_slow(call, d, db_ref);
+    }
+}
+
+#[cold]
+#[track_caller]
+fn shared_dup_slow(call: &'static str, d: &crate::Dblk, db_ref: u32) {
     let Some(env) = checking() else { return };
     let fp = fingerprint(d);
     let mut t = shared().lock();
@@ -305,8 +320,17 @@ pub(crate) fn shared_dup(call: &'static str, d: &crate::Dblk, db_ref: u32) {
 /// With checking, before a free lowers `d`'s reference count from `db_ref`: checks that a
 /// shared data block was not written while shared, and forgets it when it stops being
 /// shared.
+#[inline(always)]
 #[track_caller]
 pub(crate) fn shared_release(call: &'static str, d: &crate::Dblk, db_ref: u32) {
+    if ANY_CHECKING.load(Ordering::Relaxed) {
+        shared_release_slow(call, d, db_ref);
+    }
+}
+
+#[cold]
+#[track_caller]
+fn shared_release_slow(call: &'static str, d: &crate::Dblk, db_ref: u32) {
     let Some(env) = checking() else { return };
     let key = std::ptr::from_ref(d).addr();
     let mut t = shared().lock();
@@ -324,18 +348,29 @@ pub(crate) fn shared_release(call: &'static str, d: &crate::Dblk, db_ref: u32) {
 }
 
 /// Forgets a data block whose last reference is gone (when any arena checks).
-#[inline]
+#[inline(always)]
 pub(crate) fn shared_forget(d: &crate::Dblk) {
     if ANY_CHECKING.load(Ordering::Relaxed) {
-        shared().lock().remove(&std::ptr::from_ref(d).addr());
+        shared_forget_slow(d);
     }
+}
+
+#[cold]
+fn shared_forget_slow(d: &crate::Dblk) {
+    shared().lock().remove(&std::ptr::from_ref(d).addr());
 }
 
 /// Validates `mp` for a raw call when the current arena checks: false (reported) if it is
 /// not an allocated message block.
-#[inline]
+#[inline(always)]
 #[track_caller]
 pub(crate) fn check_live(call: &'static str, mp: *const crate::Mblk) -> bool {
+    !ANY_CHECKING.load(Ordering::Relaxed) || check_live_slow(call, mp)
+}
+
+#[cold]
+#[track_caller]
+fn check_live_slow(call: &'static str, mp: *const crate::Mblk) -> bool {
     let Some(env) = checking() else { return true };
     if live().lock().contains(&mp.addr()) {
         return true;
@@ -345,11 +380,16 @@ pub(crate) fn check_live(call: &'static str, mp: *const crate::Mblk) -> bool {
 }
 
 /// Forgets a message block being freed (when any arena checks).
-#[inline]
+#[inline(always)]
 pub(crate) fn forget(mp: *const crate::Mblk) {
     if ANY_CHECKING.load(Ordering::Relaxed) {
-        live().lock().remove(&mp.addr());
+        forget_slow(mp);
     }
+}
+
+#[cold]
+fn forget_slow(mp: *const crate::Mblk) {
+    live().lock().remove(&mp.addr());
 }
 
 /// Removes and returns the STREAMS misuse reports `arena` has kept (with
