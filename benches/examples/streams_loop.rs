@@ -28,12 +28,11 @@ fn main() {
             "dup" => {
                 let mp = allocb(black_box(64), BPRI_MED);
                 assert!(!mp.is_null());
-                // SAFETY: 64 bytes of room after b_wptr in a block allocated just above.
-                unsafe {
-                    (*mp).b_wptr.write_bytes(0xa5, 64);
-                }
-                // SAFETY: as above.
-                unsafe { (*mp).b_wptr = (*mp).b_wptr.add(64) };
+                // SAFETY: allocated just above, ours alone.
+                let m = unsafe { &mut *mp };
+                // SAFETY: 64 bytes of room after b_wptr (allocb(64)).
+                unsafe { m.b_wptr.write_bytes(0xa5, 64) };
+                m.b_wptr = m.b_wptr.wrapping_add(64);
                 // SAFETY: allocated above.
                 let dp = unsafe { dupb(black_box(mp)) };
                 assert!(!dp.is_null());
