@@ -1006,20 +1006,23 @@ impl ArenaInner {
                         if self.exact {
                             self.budget.release(charged);
                         }
-                        core.count_outside(false);
                         if let Some(e) = error {
                             self.misuse(e);
                         }
+                        // Last: once the free is counted, a layer above that reads no
+                        // buffer in use may destroy the cache and drop the arena.
+                        core.count_outside(false);
                     }
                     Freed::Refused(e) => self.misuse(e),
                 }
             }
             _ => {
-                // SAFETY: forwarded contract.
-                unsafe { core.free(p) };
                 if self.exact {
                     self.budget.release(core.class.size);
                 }
+                // SAFETY: forwarded contract. Last, for the reason above: `free` counts the
+                // buffer as its final access to shared state.
+                unsafe { core.free(p) };
             }
         }
     }

@@ -22,12 +22,15 @@
 //!   valid and can still be freed.
 //!
 //! Why a message freed on another thread while the arena closes is safe: the close hook
-//! destroys the cache only after it has seen every combined block back (ddi-kmem counts a free
-//! after the buffer is back in a magazine, and the count is read under the same per-cache
-//! lock); a thread that freed the last block touches afterwards only the bufcall list, which
-//! stays valid because the environment's memory is never freed (it is pooled). Such a thread
-//! may at worst run the bufcalls of the next arena to reuse the environment, early: a bufcall
-//! callback may always run when its `allocb` would still fail, and retries.
+//! destroys the cache only after it has read every combined block back. ddi-kmem counts a
+//! `kmem_cache_free` as its last access to the cache and the arena, with a Release store, and
+//! the count is read with Acquire; so a free that the close sees is over, as far as the cache
+//! is concerned, before the cache is destroyed. After its last `kmem_cache_free` the freeing
+//! thread touches only the bufcall list, which stays valid because the environment's memory is
+//! never freed (it is pooled). Such a thread may at worst run the bufcalls of the next arena to
+//! reuse the environment, early: a bufcall callback may always run when its `allocb` would
+//! still fail, and retries. A free that the close does not see means a block still in use:
+//! the environment and its arena are kept.
 //!
 //! The registry is keyed by [`Arena::id`], which is never reused in a process, so a stale
 //! per-thread cache entry never matches another arena.
