@@ -188,7 +188,8 @@ pub(crate) fn new_message(env: &'static MsgEnv, flags: KmFlags, init: impl FnOnc
 /// `db_lim` ([`Arena::extent`](ddi_kmem::Arena::extent)).
 ///
 /// # Context
-/// Any with `BPRI_LO/MED/HI`; user context only with `BPRI_WAITOK`.
+/// Any with `BPRI_LO/MED/HI`; user context only with `BPRI_WAITOK` (from interrupt context
+/// it is reported, [`StreamsError::SleepInInterrupt`], and NULL returned).
 ///
 /// # Compatibility
 /// LfS `allocb(9)` (lfs-lis.md §2.4): `allocb(0)` succeeds, above 131072 fails, `db_size` is
@@ -208,6 +209,10 @@ pub(crate) fn new_message(env: &'static MsgEnv, flags: KmFlags, init: impl FnOnc
 #[track_caller]
 pub fn allocb(size: usize, pri: u32) -> *mut Mblk {
     let env = env::current();
+    if pri & 0xff == BPRI_WAITOK && ddi_kmem::in_interrupt() {
+        env.misuse(StreamsError::SleepInInterrupt { call: "allocb(BPRI_WAITOK)" });
+        return std::ptr::null_mut();
+    }
     allocb_in(env, size, pri_flags(pri))
 }
 
@@ -518,7 +523,7 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
     let own = mdb_of_mblk(mp);
     // SAFETY: the block is allocated while its message block half is, which `mp` is.
     let own_env: &'static MsgEnv = unsafe { (*dblk_of(own)).db_env };
-    if !m.b_next.is_null() || !m.b_prev.is_null() {
+    if !m.b_next.is_null() || !m.b_prev.is_null() || m.b_pad1 & crate::queue::MBLK_QUEUED != 0 {
         env::checking().unwrap_or(own_env).misuse(StreamsError::StillQueued { call, addr: mp.addr() });
         return None;
     }

@@ -11,9 +11,10 @@
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamsError {
-    /// A message block freed while still linked on a queue (`b_next` or `b_prev` set);
-    /// illumos `freeb` asserts both are NULL.
-    #[error("{call}: message block {addr:#x} is still linked on a queue (b_next/b_prev not NULL)")]
+    /// A message block freed while still linked on a queue (`b_next` or `b_prev` set, or
+    /// the queued mark in `b_pad1`, which catches the sole message of a queue); illumos
+    /// `freeb` asserts both pointers are NULL.
+    #[error("{call}: message block {addr:#x} is still linked on a queue (b_next/b_prev not NULL or queued mark set)")]
     StillQueued {
         /// The DDI call.
         call: &'static str,
@@ -68,5 +69,79 @@ pub enum StreamsError {
         call: &'static str,
         /// Which argument.
         what: &'static str,
+    },
+    /// A NULL queue passed to a queue call.
+    #[error("{call}: NULL queue")]
+    NullQueue {
+        /// The DDI call.
+        call: &'static str,
+    },
+    /// A queue that is not allocated (freed already, or never from `allocq`), detected in a
+    /// checking arena before the queue is touched.
+    #[error("{call}: queue {addr:#x} is not allocated (freed already, or not from allocq)")]
+    QueueNotAllocated {
+        /// The DDI call.
+        call: &'static str,
+        /// The queue.
+        addr: usize,
+    },
+    /// `putq`, `putbq`, `insq` or `appq` of a message that is already on a queue.
+    #[error("{call}: message block {addr:#x} is already on a queue")]
+    AlreadyQueued {
+        /// The DDI call.
+        call: &'static str,
+        /// The message block.
+        addr: usize,
+    },
+    /// `rmvq` (or `insq`'s `emp`) naming a message that is not on a queue.
+    #[error("{call}: message block {addr:#x} is not on a queue")]
+    NotQueued {
+        /// The DDI call.
+        call: &'static str,
+        /// The message block.
+        addr: usize,
+    },
+    /// A call that may sleep (`KM_SLEEP` class: `allocq`, `allocb(BPRI_WAITOK)`,
+    /// `qprocson`/`qprocsoff`, open, close, `I_PUSH`, `I_POP`) made from interrupt context
+    /// (9F CONTEXT sections: user context only).
+    #[error("{call}: may sleep, called from interrupt context")]
+    SleepInInterrupt {
+        /// The DDI call.
+        call: &'static str,
+    },
+    /// `putnext` or `qreply` from a queue that has no next queue (a driver's write queue, the
+    /// stream head's read queue, a bare `allocq` queue). The message is freed.
+    #[error("{call}: queue of module {module} has no next queue (q_next is NULL); message freed")]
+    NoNextQueue {
+        /// The DDI call.
+        call: &'static str,
+        /// The calling queue's module.
+        module: &'static str,
+    },
+    /// A put to a queue without a put procedure. The message is freed.
+    #[error("{call}: module {module} has no put procedure; message freed")]
+    NoPutProcedure {
+        /// The DDI call.
+        call: &'static str,
+        /// The module.
+        module: &'static str,
+    },
+    /// A put, service, open or close procedure panicked. The panic was caught at the
+    /// procedure's boundary: the stream stays usable; the message a Rust procedure owned was
+    /// freed by unwinding (a raw procedure's may leak).
+    #[error("{call} procedure of module {module} panicked: {message}")]
+    ProcPanicked {
+        /// Which procedure ("put", "service", "open", "close").
+        call: &'static str,
+        /// The module.
+        module: &'static str,
+        /// The panic message.
+        message: String,
+    },
+    /// A different module or driver is already registered under this name.
+    #[error("register: a different module is already registered as {name}")]
+    AlreadyRegistered {
+        /// The name.
+        name: &'static str,
     },
 }

@@ -1,7 +1,6 @@
-//! SVR4 STREAMS over ddi-kmem: messages (`mblk_t`, `dblk_t`, the `allocb` family, `bufcall`).
-//!
-//! Queues, flow control, scheduling and stream heads will follow; this part is the message
-//! layer.
+//! SVR4 STREAMS over ddi-kmem: messages (`mblk_t`, `dblk_t`, the `allocb` family,
+//! `bufcall`), queues (`queue_t`, bands, the queue operations), flow control, the service
+//! scheduler, modules and drivers, and streams with a stream head.
 //!
 //! # Principles of operation
 //!
@@ -52,6 +51,92 @@
 //! ([`Msg::blocks`]) and [`bytes::Buf`]. The DDI-named functions take and return
 //! `*mut Mblk` for line-by-line ports and are `unsafe` where C lets a caller break memory.
 //!
+//! # Queues and streams: principles of operation
+//!
+//! **Queues.** [`allocq`] takes a queue pair (read queue, write queue right after it, and the
+//! pair's shared part) from one `kmem_zalloc` of the current arena, so budgets, failure
+//! injection and "bytes in use back to zero" cover queues; [`freeq`] flushes both queues
+//! (freeing the messages, as LfS) and returns the memory. A queue is an intrusive list
+//! through `b_next`/`b_prev` in class order — high priority (band forced to 0), bands 255..1,
+//! band 0 — FIFO within a class, with per-band first/last pointers; bands (`qband_t`) are a
+//! kmem array grown on demand (a band that cannot be allocated makes `putq` fail). Each
+//! queue's list, counts, flags and water marks are behind its own lock, held only inside the
+//! queue operations. A queued message carries a private mark in `b_pad1`
+//! ([`MBLK_QUEUED`]), so `freeb` of the sole message of a queue and a second `putq` are caught.
+//!
+//! **Flow control** ([`canput`] and friends, `flow.rs`): `QFULL`/`QB_FULL` above the high
+//! water mark, cleared below the low water mark or at zero; a failed test sets
+//! `QWANTW`/`QB_WANTW`; when the queue drains, the nearest upstream queue with a service
+//! procedure is enabled (back-enabling). The "next" tests walk `q_next` to the nearest queue
+//! with a service procedure. Every number and rule vendors differ on is in
+//! [`QueueQuirks`] (`LFS` native), read by the queue functions of an executive.
+//!
+//! **Scheduling** (`sched.rs`): [`qenable`] puts a queue on its executive's run list once;
+//! one atomic word per queue (`ENAB`, `RUNNING`, `OFF`) guarantees that a service procedure
+//! never runs concurrently with itself and that an enable during a run makes it run again
+//! (loom-checked, `tests/loom_qenable.rs`). The run list is drained deterministically by the
+//! asking thread ([`Streams::run_until_idle`], [`runqueues`]) or by worker threads
+//! ([`StreamsBuilder::workers`]) that enter the executive's arena. Put procedures run
+//! synchronously in the caller of [`putnext`].
+//!
+//! **Synchronization levels** ([`SyncLevel`], `perim.rs`): a perimeter per queue pair, per
+//! module, or none (MP-safe; the default for Rust modules) is taken around put and service
+//! procedures. A busy perimeter is not waited for: the call is left on its list and run by
+//! the holder before it leaves (illumos syncq), so a `qreply` into a busy perimeter and
+//! opposite-order entries never deadlock, and calls into a queue keep their order.
+//!
+//! **Streams** (`stream.rs`): [`Streams`] (the executive: run list, workers, module registry,
+//! quirks) opens a [`Stream`] on a registered driver; [`Stream::push`]/[`Stream::pop`] are
+//! `I_PUSH`/`I_POP` by name. Every entry into a stream (head write/read/ioctl, [`put`], a
+//! service run) holds the stream's plumbing lock for reading, so `q_next` is stable inside
+//! procedures without any per-`putnext` locking; push, pop, open and close hold it for
+//! writing. The head handles `M_FLUSH` (flush, reflect), `M_ERROR`, `M_HANGUP`, and
+//! `M_IOCACK`/`M_IOCNAK` for [`Stream::ioctl`]; its read queue has the personality's
+//! `STRHIGH`/`STRLOW`.
+//!
+//! **Modules.** A C module ports as a [`StreamTab`] of [`QInit`]s with raw procedures
+//! ([`Streams::register_raw`]); a Rust module implements [`Module`]: the type is the
+//! instance's private data (in arena memory), its procedures get `&self`, a [`QRef`] and an
+//! owned [`Msg`]. Defaults are the canonical pass-through procedures.
+//!
+//! **Panics.** A put, service, open or close procedure that panics is caught at its
+//! boundary: the stream stays usable, the message a Rust procedure owned is freed by
+//! unwinding, and [`StreamsError::ProcPanicked`] is kept ([`Streams::take_errors`]).
+//!
+//! **Misuse** of queues is reported like message misuse (the arena's response): `putq` of a
+//! queued message, a queue call on a freed queue (checking arenas keep a live set, checked
+//! before the queue is touched), sleeping calls (`allocq`, `allocb(BPRI_WAITOK)`,
+//! `qprocson`/`qprocsoff`, open, close, `I_PUSH`, `I_POP`) from interrupt context, and
+//! `putnext`/`qreply` with no next queue (the message is freed).
+//!
+//! ```
+//! use ddi_kmem::Arena;
+//! use streams_core::{Module, ModuleInfo, Msg, OpenCtx, QRef, Streams, INFPSZ};
+//!
+//! struct Echo; // a loopback driver: data goes back up
+//! impl Module for Echo {
+//!     const INFO: ModuleInfo = ModuleInfo {
+//!         mi_idnum: 1, mi_idname: "echo", mi_minpsz: 0, mi_maxpsz: INFPSZ, mi_hiwat: 5120, mi_lowat: 1024,
+//!     };
+//!     fn open(_q: QRef<'_>, _ctx: &mut OpenCtx) -> Result<Self, i32> {
+//!         Ok(Echo)
+//!     }
+//!     fn wput(&self, q: QRef<'_>, mp: Msg) {
+//!         q.qreply(mp);
+//!     }
+//! }
+//!
+//! let arena = Arena::builder().name("doc-stream").build();
+//! arena.run(|| {
+//!     let sx = Streams::builder().arena(&arena).build();
+//!     sx.register_driver::<Echo>().unwrap();
+//!     let s = sx.open("echo", 0).unwrap();
+//!     s.write(Msg::from_slice(b"ping").unwrap()).unwrap();
+//!     assert_eq!(s.read().unwrap().unwrap().data(), b"ping");
+//! });
+//! assert_eq!(arena.bytes_in_use(), 0);
+//! ```
+//!
 //! # Examples
 //! ```
 //! use ddi_kmem::Arena;
@@ -79,11 +164,23 @@ mod bufcall;
 pub mod dblk;
 mod env;
 mod error;
+mod flow;
 mod interop;
 pub mod mblk;
+mod module;
 mod msg;
+mod perim;
+mod queue;
+mod sched;
+mod stream;
 mod sync;
 mod util;
+
+/// The scheduling protocol's parts, public only for the loom model (`tests/loom_qenable.rs`).
+#[doc(hidden)]
+pub mod model {
+    pub use crate::sched::{RunList, SvcItem, SvcState};
+}
 
 pub use alloc::{
     BPRI_FT, BPRI_HI, BPRI_LO, BPRI_MED, BPRI_WAITOK, FASTBUF, allocb, desballoc, dupb, esballoc, freeb, freemsg, testb,
@@ -92,8 +189,25 @@ pub use bufcall::{BcId, BufcallFn, bufcall, bufcall_fn, bufcalls_waiting, esbbca
 pub use dblk::*;
 pub use env::{EnvCounts, message_environments, take_errors};
 pub use error::StreamsError;
+pub use flow::{FullAt, FullClear, PutqEnable, QueueQuirks, bcanput, bcanputnext, canput, canputnext};
 pub use mblk::*;
+pub use module::{
+    CLONEOPEN, CloseProc, Cred, DRVOPEN, Dev, INFPSZ, Kind, MODOPEN, Module, ModuleInfo, OpenCtx, OpenProc, PutProc,
+    QInit, QRef, SrvProc, StreamTab, default_rput, default_srv, default_wput, driver_flush,
+};
 pub use msg::{Blocks, Msg};
+pub use perim::SyncLevel;
+pub use queue::{
+    FLUSHALL, FLUSHDATA, MBLK_QUEUED, NBAND, OTHERQ, QB_BACK, QB_FULL, QB_WANTW, QBACK, QBand, QENAB, QFULL, QField,
+    QNOENB, QPROCS, QREADR, QSHEAD, QSRVP, QUSE, QWANTR, QWANTW, Queue, RD, WR, allocq, appq, flushband, flushq, freeq,
+    getq, insq, putbq, putq, qsize, rmvq, setq, strqget, strqset,
+};
+pub use sched::{ExecGuard, Streams, StreamsBuilder, enableok, noenable, qenable, runqueues};
+pub use stream::{
+    EAGAIN, EINVAL, EIO, ENOMEM, ENXIO, EPERM, ETIME, FLUSHBAND, FLUSHR, FLUSHRW, FLUSHW, IocReply, Iocblk, NOERROR,
+    Stream, miocack, miocnak, msg_of, put, putctl, putctl1, putnext, putnextctl, putnextctl1, qprocsoff, qprocson,
+    qreply,
+};
 pub use util::{
     adjmsg, copyb, copymsg, dupmsg, linkb, msgdsize, msgpullup, msgsize, pullupmsg, rmvb, rmvb_not_found, unlinkb,
     xmsgsize,

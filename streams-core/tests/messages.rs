@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+// `streams_core::put` (the DDI put) shares the name; the tests mean the helper.
+use common::put;
 use ddi_kmem::FailurePlan;
 use std::ffi::c_void;
 use std::sync::Arc;

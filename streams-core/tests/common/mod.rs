@@ -82,3 +82,17 @@ pub fn bytes_of(mp: *mut Mblk) -> Vec<u8> {
 pub const fn n(normal: usize, miri: usize) -> usize {
     if cfg!(miri) { miri } else { normal }
 }
+
+pub mod mods;
+
+/// A deterministic executive over `arena`, with the test modules and drivers registered.
+pub fn executive(arena: &Arena) -> streams_core::Streams {
+    let sx = streams_core::Streams::builder().arena(arena).name("test").build();
+    mods::register_all(&sx);
+    sx
+}
+
+/// The data of a message as a vector (first block only).
+pub fn data(m: &streams_core::Msg) -> Vec<u8> {
+    m.data().to_vec()
+}
