@@ -345,7 +345,11 @@ pub(crate) fn current_exec() -> *const ExecInner {
     }
     DEFAULT.with(|d| {
         let mut d = d.borrow_mut();
-        let e = d.get_or_insert_with(|| Streams::builder().name("default").build().inner);
+        // A dependent handle: the thread's default executive must not keep open the arena
+        // that happened to be current when it was made (it starts no workers).
+        let e = d.get_or_insert_with(|| {
+            Streams::builder().name("default").arena(&current_arena().dependent()).build().inner
+        });
         Arc::as_ptr(e)
     })
 }
