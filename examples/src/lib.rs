@@ -3,6 +3,14 @@
 //! [`kmem_vendor_matrix`] is the memory-layer tour: one set of `kmem_*` calls, written once as
 //! a C module would write them, run under every personality; `cargo run --release --example
 //! vendor_table` prints it.
+//!
+//! [`modules`] are STREAMS modules and drivers ported to streams-core: `nullmod`, the
+//! `loopback` driver, `flowmod` (service procedures obeying flow control) and `ldterm` (a line
+//! discipline written C-style with the raw DDI). [`tour`] plumbs a stream with nullmod and
+//! ldterm over the loopback driver; `cargo run --release -p examples --example tour` runs it.
+
+pub mod modules;
+pub mod tour;
 
 use ddi_kmem::vendor::{Matrix, VendorSetup};
 use ddi_kmem::{Arena, KM_NOSLEEP, KM_SLEEP, KmemError, MemQuirks, kmem_alloc, kmem_free, kmem_zalloc};
