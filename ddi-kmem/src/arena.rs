@@ -5,11 +5,12 @@ use crate::cache::{CacheCore, Ctor, Dtor, Reclaim};
 use crate::check::{CacheTag, Checker, Checking, Fill, Freed, Shape};
 use crate::class::Class;
 use crate::class::ClassTable;
-use crate::context::{self, EnterGuard, ThreadState};
+use crate::context::{self, EnterGuard};
 use crate::error::{KmemError, Site};
 use crate::flags::{KM_CACHEALIGN, KM_NOSLEEP, KmFlags};
 use crate::inject::{FailurePlan, Injector};
 use crate::kmem_cache::CacheShared;
+use crate::magazine::MAX_CLASSES;
 use crate::quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, ZallocZeroes, ZeroSize};
 use crate::stats::{ArenaStats, CacheStats, ClassCounters, ClassStats, PaddedCounters};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
@@ -90,6 +91,7 @@ impl ArenaBuilder {
         assert!(q.round_to.is_power_of_two(), "MemQuirks::round_to must be a power of two");
         assert!(q.hidden_header % 8 == 0, "MemQuirks::hidden_header must keep 8-byte alignment");
         let table = ClassTable::new(q.classes);
+        assert!(table.classes.len() <= MAX_CLASSES, "internal: more than {MAX_CLASSES} size classes");
         let caches: Box<[Arc<CacheCore>]> = table
             .classes
             .iter()
@@ -99,11 +101,11 @@ impl ArenaBuilder {
         // A personality that verifies the free size needs the side table even unchecked.
         let checker = (self.checking.any() || q.free_size == FreeSize::Verified).then(|| Checker::new(self.checking));
         let cachealign_class = table.index(CACHE_LINE);
-        let class_ids = caches.iter().map(|c: &Arc<CacheCore>| c.id).collect();
         let exact = checker.is_some() || self.budget.is_some();
         let plain =
             !exact && q.hidden_header == 0 && q.round_to == 1 && q.trailer == 0 && q.free_size == FreeSize::Trusted;
-        let inner = Arc::new(ArenaInner {
+        let inner = Arc::new_cyclic(|weak| ArenaInner {
+            weak: weak.clone(),
             id: NEXT_ARENA_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             name: self.name,
             quirks: q,
@@ -120,7 +122,6 @@ impl ArenaBuilder {
             cachealign_class,
             exact,
             plain,
-            class_ids,
             user_caches: Mutex::new(Vec::new()),
             close_hooks: Mutex::new(Some(Vec::new())),
         });
@@ -207,13 +208,13 @@ impl fmt::Debug for Arena {
 pub(crate) struct ArenaInner {
     /// See [`Arena::id`].
     pub(crate) id: usize,
+    /// This arena, weakly: keys the threads' magazine tables (`context::ThreadState::table_for`).
+    weak: Weak<ArenaInner>,
     name: String,
     quirks: MemQuirks,
     table: ClassTable,
     /// The size classes, as object caches without constructor (the magazine layer).
     caches: Box<[Arc<CacheCore>]>,
-    /// The caches' ids, for the fast path's magazine lookup without dereferencing the cache.
-    class_ids: Box<[usize]>,
     /// Whether class allocations are counted exactly, with atomics, as they happen (a budget
     /// to enforce, or checking). Otherwise the caches' per-thread counters are summed when
     /// asked, and the fast path has no shared read-modify-write.
@@ -444,8 +445,8 @@ impl Arena {
                     high_water: c.high_water.load(Ordering::Relaxed),
                 };
                 if let (false, Some(cache)) = (a.exact, a.caches.get(i)) {
-                    (s.allocations, s.frees) = cache.counts();
-                    s.buffers_in_use = cache.in_use();
+                    let c = cache.snapshot();
+                    (s.allocations, s.frees, s.buffers_in_use) = (c.allocs, c.frees, c.in_use);
                     s.high_water = cache.high_water();
                 }
                 s
@@ -553,62 +554,111 @@ impl ArenaInner {
         }
     }
 
-    /// `kmem_alloc` / `kmem_zalloc` under this arena's quirks.
+    /// This arena, weakly.
+    pub(crate) fn weak(&self) -> Weak<ArenaInner> {
+        self.weak.clone()
+    }
+
+    /// The size classes' caches.
+    pub(crate) fn caches(&self) -> &[Arc<CacheCore>] {
+        &self.caches
+    }
+
+    /// Whether the fast path applies: not exact (no budget, no checking), and the quirks add
+    /// nothing to a request (no header, no rounding, no trailer, the free size trusted).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// (power-of-two classes, smallest class, largest class), for the fast path's class
+    /// computation.
+    pub(crate) fn class_params(&self) -> (bool, usize, usize) {
+        (self.table.pow2(), self.table.classes[0].size, self.table.max())
+    }
+
+    /// The class serving a request of `size` bytes (`size` > 0), if any.
+    #[inline]
+    pub(crate) fn class_index(&self, size: usize) -> Option<usize> {
+        self.table.index(size)
+    }
+
+    /// Whether a small `KM_CACHEALIGN` request was ever served from the cache-line class.
+    #[inline(always)]
+    pub(crate) fn cachealign_used(&self) -> bool {
+        self.cachealign_used.load(Ordering::Relaxed)
+    }
+
+    /// How many bytes `kmem_zalloc(size)` clears in a buffer of class `ix`.
+    pub(crate) fn zalloc_len(&self, ix: usize, size: usize) -> usize {
+        match self.quirks.zalloc_zeroes {
+            ZallocZeroes::Extent => self.table.classes[ix].size,
+            ZallocZeroes::Request => size,
+        }
+    }
+
+    /// `kmem_alloc` / `kmem_zalloc` under this arena's quirks ([`Arena::alloc`]): the fast
+    /// path if this is the current arena and plain, else the general path.
     #[inline]
     pub(crate) fn alloc(&self, call: &'static str, size: usize, flags: KmFlags, zero: bool, site: Site) -> *mut u8 {
-        match context::with_state(|st| self.fast_alloc(st, size, flags, zero)) {
-            Some(Some(p)) => p.as_ptr(),
-            _ => self.alloc_general(call, size, flags, zero, site),
+        // SAFETY: `st` is used only within this call.
+        let st = unsafe { context::state() };
+        if let Some(t) = st.fast_table() {
+            if ptr::eq(t.arena_ptr(), self)
+                && flags.bits() & KM_CACHEALIGN.bits() == 0
+                && !(flags.may_sleep() && st.in_interrupt())
+            {
+                // SAFETY: this thread's table for this arena (alive: `&self`), which is plain
+                // (only a plain arena's table is `fast`).
+                if let Some(p) = unsafe { t.alloc(size, zero) } {
+                    return p.as_ptr();
+                }
+            }
+        }
+        self.alloc_general(call, size, flags, zero, site)
+    }
+
+    /// A buffer of class `ix` through this thread's magazines (or, without them, the slab
+    /// layer).
+    fn class_alloc(&self, ix: usize) -> Option<NonNull<u8>> {
+        // SAFETY: `st` is used only within this call.
+        let st = unsafe { context::state() };
+        match st.table_for(self) {
+            Some(t) => {
+                // SAFETY: `table_for` returned this thread's live table for this arena, and
+                // nothing in this call enters, leaves or drops an arena.
+                let (slot, core) = unsafe { &*t }.class(ix);
+                // SAFETY: the slot is this thread's; it belongs to class `ix`'s cache.
+                match unsafe { slot.pop() } {
+                    Some(p) => Some(p),
+                    // SAFETY: as above.
+                    None => unsafe { core.alloc_miss(slot, KM_NOSLEEP) },
+                }
+            }
+            None => self.caches[ix].alloc_noslot(KM_NOSLEEP),
         }
     }
 
-    /// The fast path: a plain arena (no budget, no checking, no header or rounding), a
-    /// size-class request, nothing that needs a report or an injected failure, and a round in
-    /// the thread's magazine. `None` sends the caller to the general path, which handles every
-    /// case (including these, more slowly).
-    #[inline(always)]
-    pub(crate) fn fast_alloc(&self, st: &ThreadState, size: usize, flags: KmFlags, zero: bool) -> Option<NonNull<u8>> {
-        if !(self.plain
-            && size.wrapping_sub(1) < self.table.max()
-            && flags.bits() & KM_CACHEALIGN.bits() == 0
-            && !(flags.may_sleep() && st.in_interrupt())
-            && !self.injector.armed())
-        {
-            return None;
-        }
-        let ix = self.table.index(size)?;
-        let p = st.mags.with(self.class_ids[ix], |cc| cc.pop())?;
-        if zero {
-            let n = match self.quirks.zalloc_zeroes {
-                ZallocZeroes::Extent => self.table.classes[ix].size,
-                ZallocZeroes::Request => size,
-            };
-            // SAFETY: the buffer holds its class's size, at least `n` bytes.
-            unsafe { p.as_ptr().write_bytes(0, n) };
-        }
-        Some(p)
-    }
-
-    /// Whether a free of `size` bytes may take the plain path (see `fast_alloc`).
-    #[inline(always)]
-    fn plain_free(&self, size: usize) -> bool {
-        self.plain
-            && size.wrapping_sub(1) < self.table.max()
-            && (size > CACHE_LINE / 2 || !self.cachealign_used.load(Ordering::Relaxed))
-    }
-
-    /// The fast path of `kmem_free`: `true` if the buffer went into the thread's magazine.
+    /// Returns a buffer to class `ix` through this thread's magazines (or the slab layer).
     ///
-    /// By `kmem_free`'s contract, `p` is a live buffer of this arena allocated with `size`
-    /// bytes, so in a plain arena it came from the class of `size` (no header, no rounding, no
-    /// cache-align substitution in play) and may join that class's magazine.
-    #[inline(always)]
-    pub(crate) fn fast_free(&self, st: &ThreadState, p: NonNull<u8>, size: usize) -> bool {
-        if !self.plain_free(size) {
-            return false;
+    /// # Safety
+    /// - `p` is a live buffer of class `ix` of this arena, not used after.
+    unsafe fn class_free(&self, ix: usize, p: NonNull<u8>) {
+        // SAFETY: `st` is used only within this call.
+        let st = unsafe { context::state() };
+        match st.table_for(self) {
+            Some(t) => {
+                // SAFETY: as in `class_alloc`.
+                let (slot, core) = unsafe { &*t }.class(ix);
+                // SAFETY: the slot is this thread's, of class `ix`'s cache; `p` is an unused
+                // buffer of that cache (the contract).
+                if let Err(p) = unsafe { slot.push(p) } {
+                    // SAFETY: as above.
+                    unsafe { core.free_miss(slot, p) };
+                }
+            }
+            // SAFETY: as above.
+            None => unsafe { self.caches[ix].free_noslot(p) },
         }
-        let Some(ix) = self.table.index(size) else { return false };
-        st.mags.with(self.class_ids[ix], |cc| cc.push(p).ok()).is_some()
     }
 
     #[inline(never)]
@@ -734,7 +784,7 @@ impl ArenaInner {
     #[inline]
     fn alloc_unchecked(&self, req: Request, chunk_bytes: usize, zero_len: usize) -> Option<NonNull<u8>> {
         let chunk = match req.route {
-            Route::Class(ix) => self.caches[ix].alloc(KM_NOSLEEP)?,
+            Route::Class(ix) => self.class_alloc(ix)?,
             Route::Pages(bytes) => {
                 let block = sys_alloc(Layout::from_size_align(bytes, PAGE_SIZE).ok()?)?;
                 // Rebuilt by `free_unchecked` from the size.
@@ -776,12 +826,14 @@ impl ArenaInner {
             }
             return;
         };
-        if self.plain_free(size) {
-            let ix = self.table.index(size).expect("size <= max");
-            // SAFETY: by contract `p` is a live buffer of this arena allocated with `size`
-            // bytes, so it came from class `ix` (no header, no rounding, no cache-align
-            // substitution in play).
-            return unsafe { self.caches[ix].free(p) };
+        // SAFETY: `st` is used only within this call.
+        let st = unsafe { context::state() };
+        if let Some(t) = st.fast_table() {
+            // SAFETY: this thread's table for this arena (alive: `&self`), which is plain;
+            // `p` is a live buffer of this arena allocated with `size` bytes (the contract).
+            if ptr::eq(t.arena_ptr(), self) && unsafe { t.free(p, size) } {
+                return;
+            }
         }
         if let Some(ch) = &self.checker {
             let passed = (self.quirks.free_size != FreeSize::Ignored).then_some(size);
@@ -834,7 +886,7 @@ impl ArenaInner {
         let (cix, bytes) = match route {
             Route::Class(ix) => {
                 // SAFETY: `chunk` is a buffer of class `ix`, live (contract).
-                unsafe { self.caches[ix].free(chunk) };
+                unsafe { self.class_free(ix, chunk) };
                 (ix, self.table.classes[ix].size)
             }
             Route::Pages(bytes) => {
@@ -974,7 +1026,7 @@ impl ArenaInner {
                     }
                 })
             }
-            _ => core.alloc(flags),
+            _ => self.user_alloc(c, flags),
         };
         match got {
             Some(p) => p.as_ptr(),
@@ -1020,10 +1072,49 @@ impl ArenaInner {
                 if self.exact {
                     self.budget.release(core.class.size);
                 }
-                // SAFETY: forwarded contract. Last, for the reason above: `free` counts the
-                // buffer as its final access to shared state.
-                unsafe { core.free(p) };
+                // SAFETY: forwarded contract. Last, for the reason above: the free becomes
+                // visible to the cache's in-use count as its final access to shared state.
+                unsafe { self.user_free(c, p) };
             }
+        }
+    }
+
+    /// A constructed buffer of an object cache through this thread's slot of it (or, without
+    /// one, the slab layer).
+    fn user_alloc(&self, c: &CacheShared, flags: KmFlags) -> Option<NonNull<u8>> {
+        let core = &c.core;
+        // SAFETY: `st` is used only within this call.
+        let st = unsafe { context::state() };
+        match st.user_slot(core, c.fast) {
+            Some(u) => {
+                // SAFETY: `user_slot` returned this thread's live slot of `core`; it stays
+                // while the caller holds the cache.
+                let u = unsafe { &*u };
+                // SAFETY: the slot is this thread's.
+                unsafe { u.alloc(flags) }
+            }
+            None => core.alloc_noslot(flags),
+        }
+    }
+
+    /// Returns a constructed buffer to an object cache through this thread's slot of it.
+    ///
+    /// # Safety
+    /// - `p` came from `core`, is in use, and is not used after.
+    unsafe fn user_free(&self, c: &CacheShared, p: NonNull<u8>) {
+        let core = &c.core;
+        // SAFETY: `st` is used only within this call.
+        let st = unsafe { context::state() };
+        match st.user_slot(core, c.fast) {
+            Some(u) => {
+                // SAFETY: as in `user_alloc`.
+                let u = unsafe { &*u };
+                // SAFETY: the slot is this thread's; `p` is an unused buffer of `core` (the
+                // contract).
+                unsafe { u.free(p) }
+            }
+            // SAFETY: as above.
+            None => unsafe { core.free_noslot(p) },
         }
     }
 
@@ -1044,6 +1135,7 @@ impl ArenaInner {
         CacheShared {
             tag: CacheTag { id: core.id, name: name.into() },
             checked: self.checker.is_some() && !nodebug,
+            fast: !self.exact,
             counters: PaddedCounters::default(),
             arena: self.clone(),
             core,
@@ -1087,6 +1179,9 @@ impl ArenaInner {
 
 impl Drop for ArenaInner {
     fn drop(&mut self) {
+        // This thread's magazines of the arena go back to the depots now; other threads'
+        // when they exit or next look for a table.
+        context::drop_table(self);
         let in_use = self.bytes_in_use();
         match &self.checker {
             Some(ch) => {
@@ -1112,11 +1207,11 @@ impl Drop for ArenaInner {
                     "kernel memory allocator: arena '{}' dropped with {in_use} bytes still allocated; its slabs are leaked, not freed",
                     self.name
                 );
-                self.caches.iter().for_each(|c| c.retire(true));
+                self.caches.iter().for_each(|c| c.release_depot(true));
             }
             // The caches release their slabs when the last thread holding magazines of
             // theirs lets go (this one now; others when they exit).
-            None => self.caches.iter().for_each(|c| c.retire(false)),
+            None => self.caches.iter().for_each(|c| c.release_depot(false)),
         }
     }
 }

@@ -8,9 +8,7 @@
 
 use crate::class::Class;
 use crate::flags::KmFlags;
-use crate::magazine::{
-    CpuCache, Depot, Magazine, ThreadCounters, drop_cpu_cache, with_cpu_cache, with_cpu_cache_or_new,
-};
+use crate::magazine::{Depot, MAX_ROUNDS, MagSlot, Magazine, SlotRef};
 use crate::slab::SlabLayer;
 use crate::stats::CacheStats;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -25,16 +23,25 @@ pub(crate) type Dtor = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
 /// Asked to give memory back under pressure.
 pub(crate) type Reclaim = Box<dyn Fn() + Send + Sync>;
 
-/// How many rounds a magazine of `size`-byte buffers holds: enough that one depot exchange
-/// (a lock) is amortised over up to 64 operations, but at most about 32 KiB of buffers per
-/// magazine, so a thread's two magazines hold at most ~64 KiB idle per cache. illumos grows
-/// its magazines from 15 rounds (<= 64 B) towards 143 under depot contention; per-thread
-/// magazines never contend, so one size chosen up front does.
+/// How many rounds a magazine of `size`-byte buffers holds: at most 32 KiB of buffers, so a
+/// thread's two magazines keep at most 64 KiB idle per cache, and at most [`MAX_ROUNDS`]
+/// (255, what the one-byte round count of the fast path's slot word holds), at least 2.
+///
+/// The arithmetic: a depot exchange costs two uncontended lock operations and a few moves,
+/// about 100-150 instructions (and two atomic read-modify-writes) against about 20 for a pop
+/// or a push, so amortised over `r` operations it adds 100/r or more instructions to each.
+/// 32 KiB / size gives r = 255 for classes up to 128 bytes (the STREAMS sizes: message
+/// blocks, small data buffers), 64 at 512 bytes, 8 at 4096 bytes, 2 from 16 KiB up, where
+/// the copy of the buffer dwarfs the exchange anyway. A burst of 1000 64-byte allocations
+/// then goes to the depot twice instead of 16 times (64 rounds). illumos grows its magazines
+/// from 15 rounds (<= 64 B) towards 143 under depot contention; per-thread magazines never
+/// contend for the fast path, so one size chosen up front does.
 fn magazine_rounds(size: usize) -> usize {
-    (32 * 1024 / size).clamp(2, 64)
+    (32 * 1024 / size).clamp(2, MAX_ROUNDS)
 }
 
-/// Cache ids index every thread's magazine table; they are reused once a cache is gone.
+/// Cache ids key the thread-local direct-mapped slots of object caches; they are reused once
+/// a cache is gone (no thread holds a slot of it then: each slot holds the cache).
 static IDS: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
 
 fn take_id() -> usize {
@@ -49,7 +56,18 @@ fn return_id(id: usize) {
     IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.push(id);
 }
 
+/// A cache's counts at one moment (see [`CacheCore::snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
+    pub(crate) in_use: usize,
+}
+
 /// One object cache.
+///
+/// Two locks, never nested: the depot's (which also guards the registry of the threads'
+/// slots) and the slab layer's.
 pub(crate) struct CacheCore {
     pub(crate) id: usize,
     pub(crate) name: String,
@@ -57,9 +75,12 @@ pub(crate) struct CacheCore {
     pub(crate) mag_cap: usize,
     pub(crate) slab: SlabLayer,
     depot: Mutex<Depot>,
-    threads: Mutex<Vec<Arc<ThreadCounters>>>,
+    /// Allocations counted by slots that have since been retired, and those made on a thread
+    /// without a slot (exiting).
     retired_allocs: AtomicU64,
-    retired_frees: AtomicU64,
+    /// Allocations and frees made outside the magazine layer (a checked cache).
+    outside_allocs: AtomicU64,
+    outside_frees: AtomicU64,
     high_water: AtomicUsize,
     ctor: Option<Ctor>,
     dtor: Option<Dtor>,
@@ -89,9 +110,9 @@ impl CacheCore {
             mag_cap: magazine_rounds(class.size),
             slab: SlabLayer::new(class),
             depot: Mutex::new(Depot::default()),
-            threads: Mutex::new(Vec::new()),
             retired_allocs: AtomicU64::new(0),
-            retired_frees: AtomicU64::new(0),
+            outside_allocs: AtomicU64::new(0),
+            outside_frees: AtomicU64::new(0),
             high_water: AtomicUsize::new(0),
             ctor,
             dtor,
@@ -100,22 +121,144 @@ impl CacheCore {
         })
     }
 
-    /// A constructed buffer, or `None` if the slab layer cannot grow or the constructor fails.
-    #[inline]
-    pub(crate) fn alloc(self: &Arc<Self>, flags: KmFlags) -> Option<NonNull<u8>> {
-        if let Some(p) = with_cpu_cache(self.id, CpuCache::pop) {
+    /// The alloc miss of a thread's slot (its loaded magazine is empty): a round from the
+    /// previous magazine or the depot, else a new constructed buffer from the slab layer.
+    /// `None` if the slab layer cannot grow or the constructor fails.
+    ///
+    /// # Safety
+    /// - Called on `slot`'s owner thread; `slot` is a slot of this cache.
+    #[cold]
+    pub(crate) unsafe fn alloc_miss(&self, slot: &MagSlot, flags: KmFlags) -> Option<NonNull<u8>> {
+        if slot.cap() == 0 {
+            // SAFETY: forwarded contract.
+            unsafe { self.install_magazines(slot) };
+        }
+        // SAFETY: forwarded contract.
+        if let Some(p) = unsafe { self.refill_and_pop(slot) } {
             return Some(p);
         }
-        self.alloc_slow(flags)
+        let p = self.slab_alloc(flags)?;
+        // SAFETY: the owner thread (the contract).
+        unsafe { slot.count_alloc() };
+        self.sample_high_water();
+        Some(p)
     }
 
-    #[cold]
-    fn alloc_slow(self: &Arc<Self>, flags: KmFlags) -> Option<NonNull<u8>> {
-        let from_depot = with_cpu_cache_or_new(self, |cc| self.refill_and_pop(cc));
-        if let Some(Some(p)) = from_depot {
-            self.sample_high_water();
+    /// Gives a slot without magazines its first two. The arrays are allocated before the slot
+    /// is touched, so an allocator that re-enters kmem finds the slot consistent.
+    ///
+    /// # Safety
+    /// - Called on `slot`'s owner thread; `slot` is a slot of this cache.
+    unsafe fn install_magazines(&self, slot: &MagSlot) {
+        let (a, b) = (Magazine::empty(self.mag_cap), Magazine::empty(self.mag_cap));
+        if slot.cap() == 0 {
+            // SAFETY: the owner thread, and the slot has no magazines (checked just above).
+            unsafe { slot.install(a, b) };
+        }
+    }
+
+    /// The magazine layer's alloc miss: a round from the thread's magazines (swapping in the
+    /// previous one if it holds rounds), else a full magazine from the depot in exchange for
+    /// an empty one. `None`: the slot has no magazines, or the depot had no full one.
+    ///
+    /// # Safety
+    /// - Called on `slot`'s owner thread; `slot` is a slot of this cache.
+    pub(crate) unsafe fn refill_and_pop(&self, slot: &MagSlot) -> Option<NonNull<u8>> {
+        // SAFETY: the owner thread (the contract). The same holds for every block below; each
+        // call's further precondition is checked just before it.
+        if let Some(p) = unsafe { slot.pop() } {
             return Some(p);
         }
+        if slot.cap() == 0 {
+            return None;
+        }
+        if slot.prev_n() > 0 {
+            // SAFETY: see above; the slot has magazines.
+            unsafe { slot.swap() };
+            // SAFETY: see above.
+            return unsafe { slot.pop() };
+        }
+        let mut depot = self.depot.lock();
+        // SAFETY: see above; the slot has magazines and both are empty (the pop failed, and
+        // `prev_n` is 0).
+        if unsafe { slot.refill(&mut depot) } {
+            drop(depot);
+            // SAFETY: see above.
+            unsafe { slot.pop() }
+        } else {
+            None
+        }
+    }
+
+    /// The free miss of a thread's slot (its loaded magazine is full, or it has none): swap
+    /// in the previous magazine if it is empty, else trade the full previous one for an empty
+    /// one from the depot (or a new one), then push.
+    ///
+    /// # Safety
+    /// - Called on `slot`'s owner thread; `slot` is a slot of this cache.
+    /// - `p` is a constructed buffer of this cache that no one uses.
+    #[cold]
+    pub(crate) unsafe fn free_miss(&self, slot: &MagSlot, p: NonNull<u8>) {
+        let mut p = p;
+        // Each turn either pushes or changes the slot so that the next push fits; the state
+        // is read afresh every turn, since a new magazine's allocation may re-enter kmem.
+        loop {
+            // SAFETY: the owner thread, and `p` an unused constructed buffer of this cache (the
+            // contract). The same holds for every block below; further preconditions are
+            // checked just before each call.
+            match unsafe { slot.push(p) } {
+                Ok(()) => return,
+                Err(q) => p = q,
+            }
+            let cap = slot.cap();
+            if cap == 0 {
+                // SAFETY: see above.
+                unsafe { self.install_magazines(slot) };
+                continue;
+            }
+            if slot.prev_n() == 0 {
+                // SAFETY: see above; the slot has magazines.
+                unsafe { slot.swap() };
+                continue;
+            }
+            let mut depot = self.depot.lock();
+            let spare = match depot.take_empty() {
+                Some(m) => m,
+                None => {
+                    drop(depot);
+                    let m = Magazine::empty(self.mag_cap);
+                    depot = self.depot.lock();
+                    m
+                }
+            };
+            if slot.rounds() == 2 * cap {
+                // SAFETY: see above; both magazines are full.
+                unsafe { slot.unload(&mut depot, spare) };
+            } else {
+                depot.empty.push(spare);
+            }
+        }
+    }
+
+    /// A new constructed buffer for a thread without magazines (one that is exiting).
+    pub(crate) fn alloc_noslot(&self, flags: KmFlags) -> Option<NonNull<u8>> {
+        let p = self.slab_alloc(flags)?;
+        self.retired_allocs.fetch_add(1, Ordering::Relaxed);
+        self.sample_high_water();
+        Some(p)
+    }
+
+    /// Frees a buffer for a thread without magazines: destroyed into the slab layer.
+    ///
+    /// # Safety
+    /// - `p` is a constructed buffer of this cache that no one uses.
+    pub(crate) unsafe fn free_noslot(&self, p: NonNull<u8>) {
+        // SAFETY: forwarded contract.
+        unsafe { self.destroy(p) }
+    }
+
+    /// A buffer from the slab layer, constructed.
+    fn slab_alloc(&self, flags: KmFlags) -> Option<NonNull<u8>> {
         let p = self.slab.alloc()?;
         if let Some(ctor) = &self.ctor {
             if !ctor(p, flags) {
@@ -124,60 +267,7 @@ impl CacheCore {
                 return None;
             }
         }
-        if with_cpu_cache(self.id, |cc| {
-            cc.count_alloc();
-            Some(())
-        })
-        .is_none()
-        {
-            self.retired_allocs.fetch_add(1, Ordering::Relaxed);
-        }
-        self.sample_high_water();
         Some(p)
-    }
-
-    /// The magazine layer's alloc miss: a round from the thread's magazines, else a full
-    /// magazine from the depot in exchange for an empty one. `None`: the depot had none.
-    pub(crate) fn refill_and_pop(&self, cc: &mut CpuCache) -> Option<NonNull<u8>> {
-        cc.pop().or_else(|| if cc.refill(&mut self.depot.lock()) { cc.pop() } else { None })
-    }
-
-    /// The magazine layer's free miss: push onto the thread's magazines, else trade the full
-    /// previous magazine for an empty one from the depot (or a new one) and push there.
-    pub(crate) fn unload_and_push(&self, cc: &mut CpuCache, p: NonNull<u8>) -> bool {
-        match cc.push(p) {
-            Ok(()) => true,
-            Err(p) => {
-                cc.unload(&mut self.depot.lock());
-                cc.push(p).is_ok()
-            }
-        }
-    }
-
-    /// Returns a constructed buffer to the cache.
-    ///
-    /// # Safety
-    /// - `p` came from [`CacheCore::alloc`] of this cache, is in use, and is not used after.
-    #[inline]
-    pub(crate) unsafe fn free(self: &Arc<Self>, p: NonNull<u8>) {
-        if with_cpu_cache(self.id, |cc| cc.push(p).ok()).is_some() {
-            return;
-        }
-        // SAFETY: forwarded contract.
-        unsafe { self.free_slow(p) }
-    }
-
-    /// # Safety
-    /// As [`CacheCore::free`].
-    #[cold]
-    unsafe fn free_slow(self: &Arc<Self>, p: NonNull<u8>) {
-        let done = with_cpu_cache_or_new(self, |cc| self.unload_and_push(cc, p));
-        if done != Some(true) {
-            // No magazine layer on this thread (it is exiting): destroy into the slab layer.
-            // SAFETY: `p` is a constructed buffer of this cache no one uses any more.
-            unsafe { self.destroy(p) };
-            self.retired_frees.fetch_add(1, Ordering::Release);
-        }
     }
 
     /// Runs the constructor on a buffer; `false` if it failed.
@@ -194,23 +284,24 @@ impl CacheCore {
 
     /// Counts an allocation (`true`) or free made outside the magazine layer (checking).
     pub(crate) fn count_outside(&self, alloc: bool) {
-        let c = if alloc { &self.retired_allocs } else { &self.retired_frees };
+        let c = if alloc { &self.outside_allocs } else { &self.outside_frees };
+        // Release, paired with the Acquire in `snapshot`: as for magazine rounds.
         c.fetch_add(1, Ordering::Release);
     }
 
     /// A snapshot of the statistics; `failures` is counted by the arena.
     pub(crate) fn stats(&self, failures: u64) -> CacheStats {
-        let (allocations, frees) = self.counts();
+        let c = self.snapshot();
         let (depot_full, depot_empty) = self.depot_counts();
         CacheStats {
             name: self.name.clone(),
             buf_size: self.class.size,
             align: self.class.align,
-            allocations,
-            frees,
+            allocations: c.allocs,
+            frees: c.frees,
             failures,
-            buffers_in_use: usize::try_from(allocations.saturating_sub(frees)).unwrap_or(usize::MAX),
-            high_water: self.high_water(),
+            buffers_in_use: c.in_use,
+            high_water: self.high_water.load(Ordering::Relaxed).max(c.in_use),
             magazine_rounds: self.mag_cap,
             depot_full,
             depot_empty,
@@ -230,49 +321,86 @@ impl CacheCore {
         unsafe { self.slab.free(p) };
     }
 
-    /// A thread's counters, registered so statistics can sum them.
-    pub(crate) fn register_thread(&self) -> Arc<ThreadCounters> {
-        let c = Arc::new(ThreadCounters::default());
-        self.threads.lock().push(c.clone());
-        c
+    /// As [`CacheCore::destroy`], for a buffer counted in limbo.
+    ///
+    /// # Safety
+    /// - As `destroy`, and `p` was counted by `SlabLayer::enter_limbo`.
+    unsafe fn destroy_from_limbo(&self, p: NonNull<u8>) {
+        if let Some(dtor) = &self.dtor {
+            dtor(p);
+        }
+        // SAFETY: as in `destroy`, and `p` is in limbo (the contract).
+        unsafe { self.slab.free_from_limbo(p) };
     }
 
-    /// A thread's `CpuCache` is going away: magazines to the depot, counters folded in.
-    pub(crate) fn retire_thread(&self, cc: &mut CpuCache) {
-        let mut partial = Vec::new();
-        cc.flush(&mut self.depot.lock(), &mut partial);
-        for p in partial {
-            // SAFETY: rounds of a magazine are constructed buffers of this cache, unused.
-            unsafe { self.destroy(p) };
-        }
-        let c = &cc.counters;
-        // Under the lock `counts` takes, so a reader never sees the counts twice or not at all.
-        let mut threads = self.threads.lock();
-        self.retired_allocs.fetch_add(c.allocs.load(Ordering::Relaxed), Ordering::Release);
-        self.retired_frees.fetch_add(c.frees.load(Ordering::Relaxed), Ordering::Release);
-        threads.retain(|t| !Arc::ptr_eq(t, c));
+    /// Registers a thread's slot, so statistics sum it.
+    pub(crate) fn register(&self, slot: SlotRef) {
+        self.depot.lock().slots.push(slot);
     }
 
-    /// (allocations, frees) so far, over all threads.
-    pub(crate) fn counts(&self) -> (u64, u64) {
-        let threads = self.threads.lock();
-        let mut a = self.retired_allocs.load(Ordering::Acquire);
-        let mut f = self.retired_frees.load(Ordering::Acquire);
-        for t in threads.iter() {
-            a += t.allocs.load(Ordering::Acquire);
-            f += t.frees.load(Ordering::Acquire);
+    /// A thread lets its slot go: magazines to the depot (a partial one's rounds destroyed),
+    /// its allocation count folded in, and the slot unregistered, all under the depot lock,
+    /// so a concurrent snapshot sees the slot either whole or gone.
+    pub(crate) fn retire_slot(&self, slot: &MagSlot) {
+        let partial = {
+            let mut depot = self.depot.lock();
+            // SAFETY: the slot's owner is giving it up (`OwnedTable` / `OwnedSlot` drop, on
+            // the owner thread, or the loom model's owner).
+            let partial = unsafe { slot.flush(&mut depot) };
+            if let Some(m) = &partial {
+                self.slab.enter_limbo(m.rounds());
+            }
+            self.retired_allocs.fetch_add(slot.allocs(), Ordering::Relaxed);
+            depot.slots.retain(|r| !std::ptr::eq(r.slot(), slot));
+            partial
+        };
+        if let Some(mut m) = partial {
+            for p in m.drain() {
+                // SAFETY: rounds of a magazine are constructed buffers of this cache, unused,
+                // counted in limbo just above.
+                unsafe { self.destroy_from_limbo(p) };
+            }
         }
-        (a, f)
+    }
+
+    /// (allocations, frees, buffers in use) over all threads.
+    ///
+    /// Frees are not counted as they happen: the buffers in use are those out of the slab
+    /// layer, less those in the depot, in the threads' magazines and in limbo; frees are
+    /// allocations less that. Every move of rounds between a thread's slot, the depot and
+    /// limbo happens under the depot lock, under which this reads them; out-of-slab and limbo
+    /// are one atomic word. So the snapshot is exact when no other thread is allocating from
+    /// or freeing to the cache at that moment (threads that are exiting included); otherwise
+    /// it may be off by the magazine another thread is swapping in that instant. No decision
+    /// about memory rests on a racy snapshot: `CacheCore::drop` runs when no thread holds a
+    /// slot any more.
+    pub(crate) fn snapshot(&self) -> Counts {
+        let (allocs, cached, out) = {
+            let depot = self.depot.lock();
+            let (out, limbo) = self.slab.out_and_limbo();
+            let mut allocs = self.retired_allocs.load(Ordering::Relaxed);
+            let mut cached = depot.rounds() + limbo;
+            for t in &depot.slots {
+                let s = t.slot();
+                allocs = allocs.wrapping_add(s.allocs());
+                cached += s.rounds();
+            }
+            (allocs, cached, out)
+        };
+        let outside_allocs = self.outside_allocs.load(Ordering::Relaxed);
+        let outside_in_use = outside_allocs.saturating_sub(self.outside_frees.load(Ordering::Acquire));
+        let in_use = out.saturating_sub(cached) + usize::try_from(outside_in_use).unwrap_or(usize::MAX);
+        let allocs = allocs + outside_allocs;
+        Counts { allocs, frees: allocs.saturating_sub(in_use as u64), in_use }
     }
 
     /// Buffers in use now.
     pub(crate) fn in_use(&self) -> usize {
-        let (a, f) = self.counts();
-        usize::try_from(a.saturating_sub(f)).unwrap_or(usize::MAX)
+        self.snapshot().in_use
     }
 
-    /// The most buffers seen in use, sampled whenever the cache reaches below its magazines
-    /// (so it can miss a peak that magazines absorbed).
+    /// The most buffers seen in use, sampled whenever the cache takes a buffer from the slab
+    /// layer (so it can miss a peak that magazines absorbed).
     pub(crate) fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed).max(self.in_use())
     }
@@ -303,6 +431,7 @@ impl CacheCore {
             let empty: Vec<Magazine> = d.empty.drain(..ne).collect();
             d.full_min = d.full.len();
             d.empty_min = d.empty.len();
+            self.slab.enter_limbo(full.iter().map(Magazine::rounds).sum());
             (full, empty)
         };
         drop(empty);
@@ -317,30 +446,33 @@ impl CacheCore {
             d.empty.clear();
             d.full_min = 0;
             d.empty_min = 0;
-            std::mem::take(&mut d.full)
+            let full = std::mem::take(&mut d.full);
+            self.slab.enter_limbo(full.iter().map(Magazine::rounds).sum());
+            full
         };
         self.destroy_magazines(full)
     }
 
+    /// Destroys the rounds of magazines taken from the depot (counted in limbo).
     fn destroy_magazines(&self, mags: Vec<Magazine>) -> usize {
         let mut n = 0;
         for mut m in mags {
             for p in m.drain() {
-                // SAFETY: depot rounds are constructed buffers of this cache, unused.
-                unsafe { self.destroy(p) };
+                // SAFETY: depot rounds are constructed buffers of this cache, unused, counted
+                // in limbo by the caller.
+                unsafe { self.destroy_from_limbo(p) };
                 n += 1;
             }
         }
         n
     }
 
-    /// The cache is being let go by its owner: give the calling thread's magazines back, and
-    /// the depot's buffers to the slab layer. Other threads' magazines return at their exit.
-    pub(crate) fn retire(&self, leaked: bool) {
+    /// The cache is being let go by its owner, who has dropped its own thread's slot: the
+    /// depot's buffers go to the slab layer. Other threads' magazines return at their exit.
+    pub(crate) fn release_depot(&self, leaked: bool) {
         if leaked {
             self.leaked.store(true, Ordering::Relaxed);
         }
-        drop_cpu_cache(self.id);
         self.purge();
     }
 }
@@ -351,8 +483,8 @@ impl Drop for CacheCore {
         if self.leaked.load(Ordering::Relaxed) || self.in_use() > 0 {
             self.slab.leak();
         } else {
-            // SAFETY: no buffer is in use and no magazine holds one (every CpuCache held an
-            // Arc to this cache, so all are gone, and the depot was just purged).
+            // SAFETY: no buffer is in use and no magazine holds one (every slot held an Arc
+            // to this cache, so all are gone, and the depot was just purged).
             unsafe { self.slab.release() };
         }
         return_id(self.id);
@@ -363,26 +495,20 @@ impl Drop for CacheCore {
 mod loom_tests {
     //! The magazine/depot exchange under loom, with two-round magazines (sharded-slab's
     //! `TinyConfig` habit: a tiny configuration keeps the state space small). Each loom thread
-    //! owns its `CpuCache` explicitly (loom threads share one OS thread, so the thread-local
-    //! table cannot stand in for them) and runs the real exchange code.
+    //! owns its slot explicitly (loom threads share one OS thread, so the thread-local table
+    //! cannot stand in for them; the crate turns it off under loom) and runs the real miss,
+    //! exchange, retire and snapshot code.
 
     use super::*;
-    use crate::magazine::CpuCache;
+    use crate::flags::KM_NOSLEEP;
+    use crate::magazine::OwnedSlot;
     use loom::sync::Mutex as LoomMutex;
     use std::collections::HashSet;
 
-    fn alloc(core: &Arc<CacheCore>, cc: &mut CpuCache) -> NonNull<u8> {
-        core.refill_and_pop(cc).unwrap_or_else(|| {
-            let p = core.slab.alloc().expect("slab");
-            cc.count_alloc();
-            p
-        })
-    }
-
     #[test]
     fn loom_magazine_depot_exchange_loses_and_duplicates_nothing() {
-        // A preemption bound of 2 keeps the exploration to minutes while covering every
-        // interleaving with up to two forced switches (loom's documented practice).
+        // A preemption bound of 3 keeps the exploration to minutes while covering every
+        // interleaving with up to three forced switches (loom's documented practice).
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(3);
         model.check(|| {
@@ -394,12 +520,14 @@ mod loom_tests {
                     let core = core.clone();
                     let live = live.clone();
                     loom::thread::spawn(move || {
-                        let mut cc = CpuCache::new(core.clone(), core.register_thread());
+                        let slot = OwnedSlot::new(&core);
                         // Five buffers: frees fill both two-round magazines and unload one full
                         // magazine into the depot; the second round refills from the depot,
                         // possibly with the other thread's magazine.
                         for _ in 0..2 {
-                            let held: Vec<_> = (0..5).map(|_| alloc(&core, &mut cc)).collect();
+                            // SAFETY: this loom thread owns `slot`.
+                            let held: Vec<_> =
+                                (0..5).map(|_| unsafe { slot.0.alloc(KM_NOSLEEP) }.expect("slab")).collect();
                             {
                                 let mut live = live.lock().unwrap();
                                 for &p in &held {
@@ -413,24 +541,29 @@ mod loom_tests {
                                 }
                             }
                             for p in held {
-                                assert!(core.unload_and_push(&mut cc, p));
+                                // SAFETY: this loom thread owns `slot`; `p` came from the cache
+                                // and is freed once.
+                                unsafe { slot.0.free(p) };
                             }
                         }
-                        drop(cc); // the thread's magazines go back to the depot
+                        drop(slot); // the thread's magazines go back to the depot
                     })
                 })
                 .collect();
+            // A statistics reader racing the exchanges and the retirements: it takes the
+            // registry, depot and slab locks in order, so a deadlock would show here.
+            let c = core.snapshot();
+            assert!(c.in_use <= 10 && c.frees <= c.allocs, "{c:?}");
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!(core.in_use(), 0);
+            let c = core.snapshot();
+            assert_eq!((c.in_use, c.allocs, c.frees), (0, 20, 20), "exact once the threads are gone");
             // Every buffer carved from the slabs is in the depot or back in the slab layer.
-            let in_depot: usize = {
-                let d = core.depot.lock();
-                d.full.iter().chain(d.empty.iter()).map(Magazine::rounds).sum()
-            };
+            let in_depot: usize = core.depot.lock().rounds();
             let purged = core.purge();
             assert_eq!(purged, in_depot);
+            assert_eq!(core.slab.out_and_limbo(), (0, 0));
         });
     }
 }

@@ -69,6 +69,12 @@ impl ClassTable {
     pub(crate) fn max(&self) -> usize {
         self.max
     }
+
+    /// Whether the classes are the powers of two from the first to the last (the fast path
+    /// then computes the index instead of reading the tables).
+    pub(crate) fn pow2(&self) -> bool {
+        self.classes.iter().enumerate().all(|(i, c)| c.size == self.classes[0].size << i)
+    }
 }
 
 /// illumos `kmem_alloc_sizes[]` and `kmem_big_alloc_sizes[]` (illumos.md §1.2).

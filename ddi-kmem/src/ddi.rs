@@ -6,7 +6,7 @@
 use crate::arena::MAX_PAGE_ORDER;
 use crate::context::{state, with_current};
 use crate::error::Site;
-use crate::flags::KmFlags;
+use crate::flags::{KM_CACHEALIGN, KmFlags};
 use crate::quirks::PAGE_SIZE;
 use std::ffi::c_void;
 use std::panic::Location;
@@ -56,25 +56,43 @@ use std::ptr::NonNull;
 /// unsafe { kmem_free(p, 120) };
 /// ```
 #[track_caller]
+#[inline]
 pub fn kmem_alloc(size: usize, flag: KmFlags) -> *mut c_void {
-    alloc("kmem_alloc", size, flag, false, Site(Location::caller())).cast()
+    match fast_alloc(size, flag, false) {
+        Some(p) => p.as_ptr().cast(),
+        None => alloc_slow("kmem_alloc", size, flag, false, Site(Location::caller())).cast(),
+    }
 }
 
-/// `kmem_alloc` and `kmem_zalloc`: one thread-local access for the arena, the context and the
-/// magazine; the general path for everything else.
+/// The fast path of `kmem_alloc` and `kmem_zalloc`: one thread-local access for the current
+/// arena's table of magazines, the context, and the round. `None` sends the caller to
+/// `alloc_slow`.
 #[inline(always)]
-fn alloc(call: &'static str, size: usize, flag: KmFlags, zero: bool, site: Site) -> *mut u8 {
+fn fast_alloc(size: usize, flag: KmFlags, zero: bool) -> Option<NonNull<u8>> {
     // SAFETY: `st` is used only within this call.
-    match unsafe { state() } {
-        Some(st) => {
-            let a = st.arena();
-            match a.fast_alloc(st, size, flag, zero) {
-                Some(p) => p.as_ptr(),
-                None => a.alloc_general(call, size, flag, zero, site),
-            }
-        }
-        None => with_current(|a| a.alloc_general(call, size, flag, zero, site)),
+    let st = unsafe { state() };
+    let t = st.fast_table()?;
+    if flag.bits() & KM_CACHEALIGN.bits() != 0 || (flag.may_sleep() && st.in_interrupt()) {
+        return None;
     }
+    // SAFETY: `fast` is this thread's table for the current arena, which is plain (only such
+    // a table is `fast`) and alive (held by the thread's entered arenas, or the default).
+    unsafe { t.alloc(size, zero) }
+}
+
+/// Everything the fast path does not serve: sets up the fast path if it can (the thread's
+/// first allocation in a plain arena) and retries it, else the general path.
+#[cold]
+#[inline(never)]
+fn alloc_slow(call: &'static str, size: usize, flag: KmFlags, zero: bool, site: Site) -> *mut u8 {
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { state() };
+    if st.fast_table().is_none() && st.install_fast() {
+        if let Some(p) = fast_alloc(size, flag, zero) {
+            return p.as_ptr();
+        }
+    }
+    with_current(|a| a.alloc_general(call, size, flag, zero, site))
 }
 
 /// Allocates zeroed kernel memory.
@@ -106,7 +124,10 @@ fn alloc(call: &'static str, size: usize, flag: KmFlags, zero: bool, site: Site)
 /// ```
 #[track_caller]
 pub fn kmem_zalloc(size: usize, flag: KmFlags) -> *mut c_void {
-    alloc("kmem_zalloc", size, flag, true, Site(Location::caller())).cast()
+    match fast_alloc(size, flag, true) {
+        Some(p) => p.as_ptr().cast(),
+        None => alloc_slow("kmem_zalloc", size, flag, true, Site(Location::caller())).cast(),
+    }
 }
 
 /// Frees kernel memory.
@@ -139,24 +160,44 @@ pub fn kmem_zalloc(size: usize, flag: KmFlags) -> *mut c_void {
 /// memory is not corrupted; code must still not rely on that. NULL with a non-zero size, or a
 /// non-NULL buffer with a size no allocation can have, is reported in every arena.
 #[track_caller]
+#[inline]
 pub unsafe fn kmem_free(buf: *mut c_void, size: usize) {
-    let site = Site(Location::caller());
     let buf = buf.cast::<u8>();
     // SAFETY: `st` is used only within this call.
-    match unsafe { state() } {
-        Some(st) => {
-            let a = st.arena();
-            if let Some(p) = NonNull::new(buf) {
-                if a.fast_free(st, p, size) {
+    let st = unsafe { state() };
+    if let (Some(t), Some(p)) = (st.fast_table(), NonNull::new(buf)) {
+        // SAFETY: `fast` is this thread's table for the current arena, plain and alive (as
+        // in `fast_alloc`); by the contract `p` is a live buffer of that arena allocated with
+        // `size` bytes, not used after.
+        if unsafe { t.free(p, size) } {
+            return;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_slow(buf, size, Site(Location::caller())) }
+}
+
+/// Everything the fast path of `kmem_free` does not serve (see `alloc_slow`).
+///
+/// # Safety
+/// As [`kmem_free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(buf: *mut u8, size: usize, site: Site) {
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { state() };
+    if let Some(p) = NonNull::new(buf) {
+        if st.fast_table().is_none() && st.install_fast() {
+            if let Some(t) = st.fast_table() {
+                // SAFETY: as in `kmem_free`, under its contract (forwarded).
+                if unsafe { t.free(p, size) } {
                     return;
                 }
             }
-            // SAFETY: forwarded contract.
-            unsafe { a.free("kmem_free", buf, size, site) }
         }
-        // SAFETY: forwarded contract.
-        None => with_current(|a| unsafe { a.free("kmem_free", buf, size, site) }),
     }
+    // SAFETY: forwarded contract.
+    with_current(|a| unsafe { a.free("kmem_free", buf, size, site) })
 }
 
 /// Allocates `2^order` physically contiguous, page-aligned pages.

@@ -35,6 +35,18 @@ struct Armed {
     rng: u64,
 }
 
+/// How many arenas of the process have a plan armed. The allocation fast paths test this one
+/// word (a load off the instruction pointer, no arena to reach) and step aside while it is
+/// non-zero; the general path then asks the arena's own injector. A `std` atomic even under
+/// loom, since a `static` needs a `const` constructor, and only a hint like `armed`.
+static ARMED_ANYWHERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether any arena may inject failures (see [`ARMED_ANYWHERE`]).
+#[inline(always)]
+pub(crate) fn any_armed() -> bool {
+    ARMED_ANYWHERE.load(std::sync::atomic::Ordering::Relaxed) != 0
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Injector {
     armed: AtomicBool,
@@ -60,19 +72,22 @@ impl Injector {
             }
             _ => 1,
         };
-        *self.state.lock() = Some(Armed { plan, seen: 0, rng });
+        let mut state = self.state.lock();
+        // Counted under the lock, so concurrent arms and disarms of one injector count it
+        // once. Relaxed: a hint, as `armed` is for the general path; a thread that arms and
+        // then allocates sees its own write.
+        if state.replace(Armed { plan, seen: 0, rng }).is_none() {
+            ARMED_ANYWHERE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.armed.store(true, Ordering::Release);
     }
 
     pub(crate) fn disarm(&self) {
-        *self.state.lock() = None;
+        let mut state = self.state.lock();
+        if state.take().is_some() {
+            ARMED_ANYWHERE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.armed.store(false, Ordering::Release);
-    }
-
-    /// Whether a plan is armed (a hint: the plan itself is read under the lock).
-    #[inline]
-    pub(crate) fn armed(&self) -> bool {
-        self.armed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn injected(&self) -> u64 {
@@ -114,5 +129,12 @@ impl Injector {
             self.injected.fetch_add(1, Ordering::Relaxed);
         }
         fail
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        // An arena dropped with a plan armed no longer holds the fast paths back.
+        self.disarm();
     }
 }

@@ -6,7 +6,7 @@ use crate::arena::ArenaInner;
 use crate::cache::CacheCore;
 use crate::check::CacheTag;
 use crate::class::Class;
-use crate::context::current_arena;
+use crate::context::{current_arena, state};
 use crate::error::{KmemError, Site};
 use crate::flags::KmFlags;
 use crate::stats::{CacheStats, PaddedCounters};
@@ -43,6 +43,9 @@ pub(crate) struct CacheShared {
     pub(crate) core: Arc<CacheCore>,
     pub(crate) tag: CacheTag,
     pub(crate) checked: bool,
+    /// Neither checked nor counted exactly (the arena has no budget and no checking): the
+    /// fast paths of `kmem_cache_alloc` and `kmem_cache_free` apply.
+    pub(crate) fast: bool,
     pub(crate) counters: PaddedCounters,
     pub(crate) arena: Arc<ArenaInner>,
 }
@@ -200,9 +203,30 @@ pub fn kmem_cache_create(
 /// # Compatibility
 /// illumos/Solaris `kmem_cache_alloc(9F)`.
 #[track_caller]
+#[inline]
 pub fn kmem_cache_alloc(cp: &KmemCache, kmflag: KmFlags) -> *mut c_void {
     let s = &cp.shared;
-    s.arena.cache_alloc(s, kmflag, Site(Location::caller())).cast()
+    // The fast path: nothing to report or inject, and a round in this thread's slot of the
+    // cache, found through the thread's direct-mapped entry (which only a plain cache gets:
+    // not checked, its arena not counting exactly).
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { state() };
+    if !(crate::inject::any_armed() || (kmflag.may_sleep() && st.in_interrupt())) {
+        if let Some(u) = st.user_fast(s.tag.id) {
+            // SAFETY: the slot is this thread's (from its own state).
+            if let Some(p) = unsafe { u.slot.pop() } {
+                return p.as_ptr().cast();
+            }
+        }
+    }
+    cache_alloc_slow(cp, kmflag, Site(Location::caller()))
+}
+
+#[cold]
+#[inline(never)]
+fn cache_alloc_slow(cp: &KmemCache, kmflag: KmFlags, site: Site) -> *mut c_void {
+    let s = &cp.shared;
+    s.arena.cache_alloc(s, kmflag, site).cast()
 }
 
 /// Returns a buffer to its cache, still constructed.
@@ -225,11 +249,32 @@ pub fn kmem_cache_alloc(cp: &KmemCache, kmflag: KmFlags) -> *mut c_void {
 /// [`kmem_cache_alloc`] of `cp`, has not been freed, and is not used afterwards. A checked
 /// cache reports a wrong cache, a foreign pointer, a double free or a redzone write instead.
 #[track_caller]
+#[inline]
 pub unsafe fn kmem_cache_free(cp: &KmemCache, buf: *mut c_void) {
     let Some(p) = NonNull::new(buf.cast::<u8>()) else { return };
     let s = &cp.shared;
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { state() };
+    // Only a plain cache has a direct-mapped entry (see `kmem_cache_alloc`).
+    if let Some(u) = st.user_fast(s.tag.id) {
+        // SAFETY: the slot is this thread's, of this cache; by the contract `p` is an unused
+        // constructed buffer of the cache.
+        if unsafe { u.slot.push(p) }.is_ok() {
+            return;
+        }
+    }
     // SAFETY: forwarded contract.
-    unsafe { s.arena.cache_free(s, p, Site(Location::caller())) }
+    unsafe { cache_free_slow(cp, p, Site(Location::caller())) }
+}
+
+/// # Safety
+/// As [`kmem_cache_free`].
+#[cold]
+#[inline(never)]
+unsafe fn cache_free_slow(cp: &KmemCache, p: NonNull<u8>, site: Site) {
+    let s = &cp.shared;
+    // SAFETY: forwarded contract.
+    unsafe { s.arena.cache_free(s, p, site) }
 }
 
 /// Destroys a cache.
@@ -272,7 +317,8 @@ impl Drop for KmemCache {
     fn drop(&mut self) {
         let s = &self.shared;
         let outstanding = s.core.in_use();
-        s.core.retire(outstanding > 0);
+        crate::context::drop_user_slot(&s.core);
+        s.core.release_depot(outstanding > 0);
         if outstanding > 0 {
             let e = KmemError::CacheNotEmpty { cache: s.core.name.clone(), buffers: outstanding };
             if std::thread::panicking() {

@@ -5,9 +5,16 @@
 //! from [`crate::sys`] aligned to the class's alignment and carved into equal buffers, so each
 //! buffer is aligned as the class promises. Slabs go back to the process allocator when the
 //! arena is dropped with nothing outstanding.
+//!
+//! The layer also keeps the two figures from which the cache derives how many buffers are in
+//! use (`CacheCore::snapshot`): how many buffers are *out* of it (handed out and not yet
+//! back), and how many of those are in *limbo*: taken out of a magazine on their way back here
+//! (reap, purge, a thread's partial magazine at exit). Both live in one atomic word, so a
+//! buffer's return from limbo changes them together and a snapshot never sees it both gone
+//! from its magazine and not yet back.
 
 use crate::class::Class;
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::sys::{SysBlock, sys_alloc, sys_free};
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -21,13 +28,21 @@ const SLAB_BYTES: usize = 64 * 1024;
 struct Lists {
     free: Vec<NonNull<u8>>,
     slabs: Vec<SysBlock>,
+    /// Buffers carved from `slabs` so far.
+    carved: usize,
 }
+
+/// One buffer out, in [`SlabLayer::out_limbo`].
+const OUT: u64 = 1 << 32;
 
 /// One cache's slab layer.
 #[derive(Debug)]
 pub(crate) struct SlabLayer {
     pub(crate) class: Class,
     lists: Mutex<Lists>,
+    /// High half: buffers out of the layer; low half: how many of those are in limbo (see the
+    /// module doc). Changed with read-modify-writes, on slow paths only.
+    out_limbo: AtomicU64,
 }
 
 // SAFETY: the raw pointers in `Lists` are free buffers owned by the cache, only handed out
@@ -38,18 +53,25 @@ unsafe impl Sync for SlabLayer {}
 
 impl SlabLayer {
     pub(crate) fn new(class: Class) -> Self {
-        SlabLayer { class, lists: Mutex::new(Lists::default()) }
+        SlabLayer { class, lists: Mutex::new(Lists::default()), out_limbo: AtomicU64::new(0) }
     }
 
     /// A free buffer of this class, or `None` when the process allocator refuses a new slab.
     #[inline]
     pub(crate) fn alloc(&self) -> Option<NonNull<u8>> {
-        let mut l = self.lists.lock();
-        if let Some(p) = l.free.pop() {
-            return Some(p);
-        }
-        self.grow(&mut l)?;
-        l.free.pop()
+        let p = {
+            let mut l = self.lists.lock();
+            match l.free.pop() {
+                Some(p) => p,
+                None => {
+                    self.grow(&mut l)?;
+                    l.free.pop()?
+                }
+            }
+        };
+        // Relaxed: a counter; `CacheCore::snapshot` orders its reads through the depot lock.
+        self.out_limbo.fetch_add(OUT, Ordering::Relaxed);
+        Some(p)
     }
 
     /// Returns a buffer to the class.
@@ -59,11 +81,37 @@ impl SlabLayer {
     #[inline]
     pub(crate) unsafe fn free(&self, p: NonNull<u8>) {
         self.lists.lock().free.push(p);
+        self.out_limbo.fetch_sub(OUT, Ordering::Release);
+    }
+
+    /// Counts `n` buffers as in limbo: they left a magazine and will come back through
+    /// [`SlabLayer::free_from_limbo`]. The caller holds the depot lock, under which they left
+    /// the magazine.
+    pub(crate) fn enter_limbo(&self, n: usize) {
+        self.out_limbo.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Returns a buffer that was counted in limbo: one read-modify-write takes it out of both
+    /// figures.
+    ///
+    /// # Safety
+    /// - As [`SlabLayer::free`], and `p` was counted by [`SlabLayer::enter_limbo`].
+    pub(crate) unsafe fn free_from_limbo(&self, p: NonNull<u8>) {
+        self.lists.lock().free.push(p);
+        let was = self.out_limbo.fetch_sub(OUT + 1, Ordering::Release);
+        debug_assert!(was & (OUT - 1) > 0, "internal: limbo underflow");
+    }
+
+    /// (buffers out of the layer, of which in limbo), read together.
+    pub(crate) fn out_and_limbo(&self) -> (usize, usize) {
+        // Acquire: pairs with the Release of a return, as the magazine rounds do.
+        let v = self.out_limbo.load(Ordering::Acquire);
+        ((v >> 32) as usize, (v & (OUT - 1)) as usize)
     }
 
     /// Buffers carved from slabs so far.
     pub(crate) fn buffers(&self) -> usize {
-        self.lists.lock().slabs.iter().map(|s| s.layout.size() / self.class.size).sum()
+        self.lists.lock().carved
     }
 
     /// Whether `p` lies in one of this class's slabs (a linear scan: used only on the rare
@@ -89,6 +137,7 @@ impl SlabLayer {
             l.free.push(unsafe { block.ptr.add(i * size) });
         }
         l.slabs.push(block);
+        l.carved += n;
         Some(())
     }
 
@@ -99,6 +148,7 @@ impl SlabLayer {
     pub(crate) unsafe fn release(&self) {
         let mut l = self.lists.lock();
         l.free.clear();
+        l.carved = 0;
         for block in l.slabs.drain(..) {
             // SAFETY: every buffer of the slab is free (the caller's contract).
             unsafe { sys_free(block) };
@@ -109,6 +159,7 @@ impl SlabLayer {
     pub(crate) fn leak(&self) {
         let mut l = self.lists.lock();
         l.free.clear();
+        l.carved = 0;
         l.slabs.drain(..).for_each(SysBlock::leak);
     }
 }

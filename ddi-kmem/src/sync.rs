@@ -6,6 +6,9 @@
 //! for parking_lot's, whose contended path (`parking_lot_core::word_lock`) casts integers to
 //! pointers, which Miri's strict-provenance mode rejects; the unsafe code under test is ours,
 //! not the lock's.
+//!
+//! One exception: the fields of a thread's magazine slot (`magazine.rs`), written only by
+//! their owner thread, are `std` atomics even under loom; the reason is given there.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -22,10 +22,12 @@
 //!   valid and can still be freed.
 //!
 //! Why a message freed on another thread while the arena closes is safe: the close hook
-//! destroys the cache only after it has read every combined block back. ddi-kmem counts a
-//! `kmem_cache_free` as its last access to the cache and the arena, with a Release store, and
-//! the count is read with Acquire; so a free that the close sees is over, as far as the cache
-//! is concerned, before the cache is destroyed. After its last `kmem_cache_free` the freeing
+//! destroys the cache only after it has read every combined block back. A `kmem_cache_free`
+//! becomes visible to the cache's in-use count (a round in the thread's magazine, or a return
+//! to the slab layer) as its last access to the cache and the arena, with a Release store,
+//! and the count is read with Acquire; so a free that the close sees is over, as far as the
+//! cache is concerned, before the cache is destroyed. A count read while a free is under way
+//! can only err towards "in use" (ddi-kmem `MagSlot::rounds`), which keeps the environment. After its last `kmem_cache_free` the freeing
 //! thread touches only the bufcall list, which stays valid because the environment's memory is
 //! never freed (it is pooled). Such a thread may at worst run the bufcalls of the next arena to
 //! reuse the environment, early: a bufcall callback may always run when its `allocb` would
