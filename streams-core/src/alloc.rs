@@ -233,7 +233,7 @@ pub(crate) fn allocb_in(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *m
         };
         // The whole extent is requested, so the slack up to db_lim is the caller's in a
         // checking arena too (its redzone starts after the requested size).
-        let buf = env.arena.alloc(extent, flags);
+        let buf = env.kmem_alloc(extent, flags);
         if buf.is_null() {
             tracing::debug!(size, "allocb: kmem_alloc failed: NULL");
             return std::ptr::null_mut();
@@ -248,7 +248,7 @@ pub(crate) fn allocb_in(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *m
         });
         if mp.is_null() {
             // SAFETY: `buf` came from this arena's alloc(extent) above and is unused.
-            unsafe { env.arena.free(buf, extent) };
+            unsafe { env.kmem_free(buf, extent) };
         }
         mp
     };
@@ -481,7 +481,7 @@ unsafe fn free_data(d: *mut Dblk) {
         DbClass::Kmem => {
             // SAFETY: a Kmem buffer came from its environment's arena with `db_lim -
             // db_base` bytes and is freed once, at the last reference.
-            unsafe { d.db_env.arena.free(d.db_base, d.capacity()) };
+            unsafe { d.db_env.kmem_free(d.db_base, d.capacity()) };
         }
         DbClass::External => {
             if let Some(f) = d.frtn.free_func {

@@ -123,6 +123,36 @@ pub(crate) fn current() -> &'static MsgEnv {
     env
 }
 
+impl Live {
+    /// `kmem_alloc` in the environment's arena: through the thread's fast path when that arena
+    /// is the current one (the usual case), else through the arena handle.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn kmem_alloc(&self, size: usize, flags: ddi_kmem::KmFlags) -> *mut u8 {
+        if current_arena_id() == self.arena.id() {
+            ddi_kmem::kmem_alloc(size, flags).cast()
+        } else {
+            self.arena.alloc(size, flags)
+        }
+    }
+
+    /// `kmem_free` in the environment's arena, as [`Live::kmem_alloc`].
+    ///
+    /// # Safety
+    /// `buf` came from [`Live::kmem_alloc`] of this environment with `size`, and is freed once.
+    #[inline]
+    #[track_caller]
+    pub(crate) unsafe fn kmem_free(&self, buf: *mut u8, size: usize) {
+        if current_arena_id() == self.arena.id() {
+            // SAFETY: from this arena (the current one) with `size` (caller).
+            unsafe { ddi_kmem::kmem_free(buf.cast(), size) }
+        } else {
+            // SAFETY: as above, through the arena's handle.
+            unsafe { self.arena.free(buf, size) }
+        }
+    }
+}
+
 /// The environment of `arena`, if it has allocated messages.
 pub(crate) fn of(arena: &Arena) -> Option<&'static MsgEnv> {
     let key = arena.id();

@@ -418,7 +418,7 @@ pub unsafe fn pullupmsg(mp: *mut Mblk, len: isize) -> i32 {
     let ty = m.msg_type();
     let size = want.max(first);
     let env = env::current();
-    let buf = env.arena.alloc(size, KM_NOSLEEP | KM_CACHEALIGN);
+    let buf = env.kmem_alloc(size, KM_NOSLEEP | KM_CACHEALIGN);
     if buf.is_null() {
         tracing::debug!(size, "pullupmsg: kmem_alloc failed");
         return 0;
@@ -426,7 +426,7 @@ pub unsafe fn pullupmsg(mp: *mut Mblk, len: isize) -> i32 {
     let Some(nd) = new_dblk(env, KM_NOSLEEP, buf, size) else {
         tracing::debug!(size, "pullupmsg: no block for the data block");
         // SAFETY: `buf` came from this arena's alloc(size) and is unused.
-        unsafe { env.arena.free(buf, size) };
+        unsafe { env.kmem_free(buf, size) };
         return 0;
     };
     // SAFETY: the new data block is exclusively ours.
