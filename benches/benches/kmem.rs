@@ -4,7 +4,10 @@
 //! - `cache_pair_256`: `kmem_cache_alloc` + `kmem_cache_free` of a 256-byte object against
 //!   lockfree-object-pool's `LinearObjectPool` and a crossbeam `ArrayQueue` free list;
 //! - `handoff_2threads_64`: one thread allocates 64-byte buffers and sends them through a
-//!   crossbeam channel to a thread that frees them, against the same with mimalloc.
+//!   crossbeam channel to a thread that frees them, against the same with mimalloc;
+//! - `global_box_64`: a `Box<[u8; 64]>`'s allocation, initialization and free through three
+//!   `GlobalAlloc`s called directly: `KmemGlobal` (kmem as a global allocator), mimalloc and
+//!   the system allocator (glibc).
 //!
 //! `cargo bench -p benches --bench kmem`
 
@@ -13,8 +16,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
 use ddi_kmem::{
-    Arena, Checking, KM_SLEEP, kmem_alloc, kmem_cache_alloc, kmem_cache_create, kmem_cache_destroy, kmem_cache_free,
-    kmem_free,
+    Arena, Checking, KM_SLEEP, KmemGlobal, kmem_alloc, kmem_cache_alloc, kmem_cache_create, kmem_cache_destroy,
+    kmem_cache_free, kmem_free,
 };
 use lockfree_object_pool::LinearObjectPool;
 use mimalloc::MiMalloc;
@@ -189,9 +192,32 @@ fn handoff(c: &mut Criterion) {
     g.finish();
 }
 
+/// What `Box::new([0u8; 64])` and its drop do, through `alloc`: allocate the layout of
+/// `[u8; 64]` (64 bytes, align 1), write the array, free.
+fn box_64<A: GlobalAlloc>(a: &A) {
+    let layout = Layout::new::<[u8; 64]>();
+    // SAFETY: non-zero layout.
+    let p = unsafe { a.alloc(black_box(layout)) }.cast::<[u8; 64]>();
+    assert!(!p.is_null());
+    // SAFETY: `p` holds a `[u8; 64]` (align 1).
+    unsafe { p.write(black_box([0u8; 64])) };
+    // SAFETY: `p` came from a.alloc(layout); freed once.
+    unsafe { a.dealloc(black_box(p).cast(), layout) };
+}
+
+fn global_box(c: &mut Criterion) {
+    static KMEM: KmemGlobal = KmemGlobal::new();
+    let mut g = c.benchmark_group("global_box_64");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("kmem_global", |b| b.iter(|| box_64(&KMEM)));
+    g.bench_function("mimalloc", |b| b.iter(|| box_64(&MiMalloc)));
+    g.bench_function("glibc", |b| b.iter(|| box_64(&System)));
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(30)
 }
 
-criterion_group! { name = benches; config = config(); targets = pair, burst, cache_pair, handoff }
+criterion_group! { name = benches; config = config(); targets = pair, burst, cache_pair, handoff, global_box }
 criterion_main!(benches);

@@ -531,6 +531,12 @@ pub(crate) fn default_arena() -> &'static Arena {
 }
 
 impl ArenaInner {
+    /// The size classes' caches, smallest first (the global adapter registers their slabs in
+    /// the granule map, `global.rs`).
+    pub(crate) fn class_caches(&self) -> &[Arc<CacheCore>] {
+        &self.caches
+    }
+
     fn pages_ix(&self) -> usize {
         self.table.classes.len()
     }

@@ -99,10 +99,27 @@
 //! **Vendor personalities** are data ([`MemQuirks`]); `compat-solaris` and `compat-lis`
 //! provide theirs and [`vendor`] runs one scenario under several and prints a table.
 //!
+//! **A whole program on kmem.** [`KmemGlobal`] is a `#[global_allocator]` over these caches:
+//!
+//! ```rust,standalone_crate
+//! #[global_allocator]
+//! static KMEM: ddi_kmem::KmemGlobal = ddi_kmem::KmemGlobal::new();
+//! # fn main() {}
+//! ```
+//!
+//! Requests up to 131072 bytes (size or alignment) come from one process-wide arena with
+//! native quirks, no budget and no checking, through the same per-thread magazines as
+//! [`kmem_alloc`]; larger ones, and what kmem allocates for itself while serving one, come
+//! from the system allocator. Who frees a pointer is decided by its address: the adapter's
+//! slabs are registered, 64 KiB granule by granule, in a lock-free process-wide table.
+//! `global.rs` gives the re-entrancy, ownership and thread-exit argument.
+//!
 //! **Raw memory** is obtained only in `sys.rs` (clippy `disallowed-methods` bans
-//! `std::alloc::{alloc, dealloc, ...}` elsewhere). Memory an arena or cache must keep because
-//! it was destroyed with buffers still allocated goes on a process-wide list
-//! ([`kept_bytes`]): it stays valid, reachable and counted, never silently lost.
+//! `std::alloc::{alloc, dealloc, ...}` elsewhere), from the system allocator itself
+//! (`std::alloc::System`), not from whatever global allocator the program installed. Memory
+//! an arena or cache must keep because it was destroyed with buffers still allocated goes on
+//! a process-wide list ([`kept_bytes`]): it stays valid, reachable and counted, never
+//! silently lost.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -117,6 +134,8 @@ mod context;
 mod ddi;
 mod error;
 mod flags;
+mod global;
+mod granule;
 mod inject;
 mod kmem_cache;
 mod magazine;
@@ -136,6 +155,7 @@ pub use context::{
 pub use ddi::{free_pages, get_free_pages, kmem_alloc, kmem_free, kmem_zalloc};
 pub use error::{KmemError, Site};
 pub use flags::{KM_CACHEALIGN, KM_DMA, KM_NOSLEEP, KM_PHYSCONTIG, KM_SLEEP, KmFlags};
+pub use global::{GlobalCounters, KmemGlobal};
 pub use inject::FailurePlan;
 pub use kmem_cache::{
     CachedObj, KMC_NODEBUG, KMC_NOHASH, KMC_NOMAGAZINE, KMC_NOTOUCH, KmemCache, KmemConstructor, KmemDestructor,

@@ -14,8 +14,9 @@
 //! from its magazine and not yet back.
 
 use crate::class::Class;
+use crate::granule::GRANULE;
 use crate::sync::{AtomicU64, Mutex, Ordering};
-use crate::sys::{SysBlock, sys_alloc, sys_free};
+use crate::sys::{SysBlock, sys_alloc, sys_alloc_granules, sys_free};
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
@@ -30,6 +31,9 @@ struct Lists {
     slabs: Vec<SysBlock>,
     /// Buffers carved from `slabs` so far.
     carved: usize,
+    /// Slabs are whole granules, registered in the granule map (the global adapter's arena,
+    /// `global.rs`), so a pointer tells by its address that it is this layer's.
+    granules: bool,
 }
 
 /// One buffer out, in [`SlabLayer::out_limbo`].
@@ -109,6 +113,14 @@ impl SlabLayer {
         ((v >> 32) as usize, (v & (OUT - 1)) as usize)
     }
 
+    /// From now on, slabs are granule-aligned whole granules registered in the granule map
+    /// (`granule.rs`). Set before the first allocation.
+    pub(crate) fn register_granules(&self) {
+        let mut l = self.lists.lock();
+        debug_assert!(l.slabs.is_empty(), "internal: granule registration after the first slab");
+        l.granules = true;
+    }
+
     /// Buffers carved from slabs so far.
     pub(crate) fn buffers(&self) -> usize {
         self.lists.lock().carved
@@ -128,8 +140,15 @@ impl SlabLayer {
     fn grow(&self, l: &mut Lists) -> Option<()> {
         let size = self.class.size;
         let slab = SLAB_BYTES.max(size) / size * size;
-        let block = sys_alloc(Layout::from_size_align(slab, self.class.align).ok()?)?;
-        let n = slab / size;
+        let block = if l.granules {
+            // Whole granules, so that no other block shares one (the tail past the last
+            // buffer, if the class does not divide it, stays unused).
+            let bytes = slab.next_multiple_of(GRANULE);
+            sys_alloc_granules(Layout::from_size_align(bytes, self.class.align.max(GRANULE)).ok()?)?
+        } else {
+            sys_alloc(Layout::from_size_align(slab, self.class.align).ok()?)?
+        };
+        let n = block.layout.size() / size;
         l.free.reserve(n);
         // Highest address first, so the lowest is handed out first.
         for i in (0..n).rev() {

@@ -11,7 +11,7 @@
 //! their owner thread, are `std` atomics even under loom; the reason is given there.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(any(loom, miri)))]
 pub(crate) use parking_lot::{Condvar, Mutex};
@@ -55,7 +55,7 @@ mod std_shim {
 }
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
 pub(crate) use loom_shim::{Condvar, Mutex};
