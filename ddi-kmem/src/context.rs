@@ -324,7 +324,11 @@ impl ThreadState {
         let tables = std::mem::take(&mut *self.tables.borrow_mut());
         let slots = std::mem::take(&mut *self.user_slots.borrow_mut());
         drop(slots);
-        drop(tables);
+        // Retiring a slot pushes magazines on its depot under the depot's lock, and the
+        // push may grow the depot's list through the global allocator: when that is
+        // `KmemGlobal` and the depot is one of its arena's, the growth would take the same
+        // lock again. Inside the adapter, such allocations go to the system instead.
+        crate::global::inside(|| drop(tables));
         let entered = std::mem::take(&mut *self.entered.borrow_mut());
         self.current.set(ptr::null());
         // An arena's own drop may report leaks.

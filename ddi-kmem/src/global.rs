@@ -406,7 +406,7 @@ unsafe fn dealloc_kmem(p: NonNull<u8>, request: usize) {
 
 /// Runs `f` inside the adapter, so that what it allocates comes from the system and kmem's
 /// code in it never re-enters the arena.
-fn inside<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn inside<R>(f: impl FnOnce() -> R) -> R {
     struct Leave<'a>(&'a Reentry);
     impl Drop for Leave<'_> {
         fn drop(&mut self) {
