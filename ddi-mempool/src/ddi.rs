@@ -235,6 +235,7 @@ pub fn mempool_destroy(pool: Option<Box<Mempool>>) -> isize {
 /// - Late-2025 linux-next can return NULL to a sleeping caller after two rounds, contrary to
 ///   its own kernel-doc; this crate keeps the 4.x/6.x contract.
 /// - `__GFP_ZERO` is not supported (Linux warns once); [`Gfp`] does not model it.
+#[inline(always)]
 pub fn mempool_alloc(pool: &Mempool, gfp_mask: Gfp) -> *mut c_void {
     pool.alloc(gfp_mask)
 }
@@ -254,6 +255,7 @@ pub fn mempool_alloc(pool: &Mempool, gfp_mask: Gfp) -> *mut c_void {
 /// # Compatibility
 /// Linux `mempool_alloc_preallocated` (5.x and later): "It does not sleep and immediately
 /// returns if no preallocated elements are available."
+#[inline]
 pub fn mempool_alloc_preallocated(pool: &Mempool) -> *mut c_void {
     pool.alloc_preallocated()
 }
@@ -283,6 +285,7 @@ pub fn mempool_alloc_preallocated(pool: &Mempool) -> *mut c_void {
 ///   free: in practice one allocated from this pool (or another pool over the same backend)
 ///   and not freed since.
 /// - `element` is not used after this call.
+#[inline(always)]
 pub unsafe fn mempool_free(element: *mut c_void, pool: &Mempool) {
     // SAFETY: forwarded contract.
     unsafe { pool.free(element) }

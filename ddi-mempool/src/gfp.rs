@@ -67,33 +67,39 @@ impl Gfp {
         | __GFP_KSWAPD_RECLAIM.0;
 
     /// The mask from its integer value, or `None` if it holds bits this crate does not model.
+    #[inline]
     pub const fn from_bits(bits: u32) -> Option<Self> {
         if bits & !Self::ALL != 0 { None } else { Some(Self(bits)) }
     }
 
     /// The integer value.
+    #[inline]
     pub const fn bits(self) -> u32 {
         self.0
     }
 
     /// Whether every bit of `other` is set in `self`.
+    #[inline]
     pub const fn contains(self, other: Gfp) -> bool {
         self.0 & other.0 == other.0
     }
 
     /// `self` without the bits of `other`.
+    #[inline]
     pub const fn without(self, other: Gfp) -> Gfp {
         Gfp(self.0 & !other.0)
     }
 
     /// Whether the mask allows sleeping: it holds [`__GFP_DIRECT_RECLAIM`]. Interrupt context
     /// forbids sleeping whatever the mask says; [`Gfp::may_sleep_here`] asks both.
+    #[inline]
     pub const fn may_sleep(self) -> bool {
         self.contains(__GFP_DIRECT_RECLAIM)
     }
 
     /// Whether a call with this mask may sleep on the current thread: the mask allows it and
     /// the thread is not in (ddi-kmem) interrupt context.
+    #[inline]
     pub fn may_sleep_here(self) -> bool {
         self.may_sleep() && !ddi_kmem::in_interrupt()
     }
@@ -106,6 +112,7 @@ impl Gfp {
     /// `__alloc_pages`") forbids, so a `NORETRY` request may fail instead, as in Linux. This is
     /// what a user can observe of the flags `mempool_alloc` adds: the backing allocator it calls
     /// never waits for memory, so the pool's own reserve and wait queue decide.
+    #[inline]
     pub fn km_flags(self) -> ddi_kmem::KmFlags {
         if self.may_sleep_here() && !self.contains(__GFP_NORETRY) { ddi_kmem::KM_SLEEP } else { ddi_kmem::KM_NOSLEEP }
     }
@@ -113,12 +120,14 @@ impl Gfp {
 
 impl BitOr for Gfp {
     type Output = Gfp;
+    #[inline]
     fn bitor(self, rhs: Gfp) -> Gfp {
         Gfp(self.0 | rhs.0)
     }
 }
 
 impl BitOrAssign for Gfp {
+    #[inline]
     fn bitor_assign(&mut self, rhs: Gfp) {
         self.0 |= rhs.0;
     }
@@ -126,6 +135,7 @@ impl BitOrAssign for Gfp {
 
 impl BitAnd for Gfp {
     type Output = Gfp;
+    #[inline]
     fn bitand(self, rhs: Gfp) -> Gfp {
         Gfp(self.0 & rhs.0)
     }
@@ -133,6 +143,7 @@ impl BitAnd for Gfp {
 
 impl Not for Gfp {
     type Output = Gfp;
+    #[inline]
     fn not(self) -> Gfp {
         Gfp(!self.0 & Self::ALL)
     }

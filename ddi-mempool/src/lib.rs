@@ -27,6 +27,16 @@
 //! Acquire fence before the read (Linux `smp_wmb`/`smp_rmb`); the loom model
 //! `tests/loom_mempool.rs` checks it, and the lost-wake-up case.
 //!
+//! **The fast path.** With a backing allocator that succeeds, `mempool_alloc` is one backend
+//! call and `mempool_free` one unlocked test and one backend call, neither touching the lock
+//! nor any shared cache line it writes: the slab and kmalloc backends are a `Source` variant
+//! called directly (custom and page pools keep boxed functions); the first round's mask is bit
+//! operations, and the calling context (interrupt or not) is asked only once the reserve is
+//! found empty; the count of outstanding elements that teardown reports is kept per thread and
+//! summed when read (`counter.rs`, loom-checked), so neither call makes a shared
+//! read-modify-write. Both are `#[inline(always)]`; the reserve, the wait and the refill are
+//! out-of-line cold functions.
+//!
 //! **Lock order.** One lock per pool. It is never held across `alloc_fn` or `free_fn` (resize
 //! drops it around each call, as Linux does), so they may sleep or use other pools.
 //!
@@ -87,6 +97,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backends;
+mod counter;
 mod ddi;
 mod error;
 mod gfp;

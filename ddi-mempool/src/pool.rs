@@ -1,10 +1,12 @@
 //! The pool itself: the reserve, the wait queue, and the allocation, free, resize and
 //! teardown algorithms of Linux `mm/mempool.c` (K4/K6 semantics; see the crate docs).
 
+use crate::backends::Source;
+use crate::counter::Outstanding;
 use crate::error::MempoolError;
 use crate::gfp::{__GFP_DIRECT_RECLAIM, __GFP_IO, __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, GFP_KERNEL, Gfp};
 use crate::poison::{check_and_unpoison, poison};
-use crate::sync::{AtomicIsize, AtomicUsize, Condvar, Mutex, Ordering, fence};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence};
 use ddi_kmem::Response;
 use std::ffi::c_void;
 use std::fmt;
@@ -45,8 +47,8 @@ pub enum DestroyCheck {
 
 /// A pool's element functions and the data they get.
 struct Backend {
-    alloc: Box<MempoolAllocFn>,
-    free: Box<MempoolFreeFn>,
+    /// The built-in backend, or the user's functions.
+    source: Source,
     pool_data: *mut c_void,
     /// The element size poisoned in checking mode, or `None` when not poisoning (custom
     /// backends, whose element size the pool does not know).
@@ -69,8 +71,25 @@ struct Reserve {
     waiters: usize,
 }
 
+/// The mask of `mempool_alloc`'s first round: the caller's plus `__GFP_NOMEMALLOC`,
+/// `__GFP_NORETRY`, `__GFP_NOWARN`, without `__GFP_DIRECT_RECLAIM` and `__GFP_IO` (Linux
+/// `gfp_temp`). Bit operations only; with a constant mask they fold away.
+#[inline]
+fn first_round(gfp: Gfp) -> Gfp {
+    (gfp | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN).without(__GFP_DIRECT_RECLAIM | __GFP_IO)
+}
+
+/// The panic of every use of an uninitialized pool, out of line.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn uninitialized() -> ! {
+    panic!("mempool: use of an uninitialized (or exited) pool")
+}
+
 /// How many elements the reserve refills to: `min_nr`, or one for a zero-minimum pool (Linux
 /// 6.x "support zero minimum pool").
+#[inline]
 fn fill_target(min_nr: usize) -> usize {
     min_nr.max(1)
 }
@@ -95,8 +114,9 @@ pub struct Mempool {
     min_nr: AtomicUsize,
     /// Linux `wait_queue_head_t wait`.
     wait: Condvar,
-    /// Elements handed out minus elements freed: what destroy reports.
-    outstanding: AtomicIsize,
+    /// Elements handed out minus elements freed: what destroy reports. Counted per thread
+    /// (`counter.rs`), so the fast path has no shared read-modify-write.
+    outstanding: Outstanding,
     backend: Option<Backend>,
     timeout: Duration,
     destroy_check: DestroyCheck,
@@ -216,8 +236,7 @@ impl MempoolBuilder {
         F: Fn(*mut c_void, *mut c_void) + Send + Sync + 'static,
     {
         let backend = Backend {
-            alloc: Box::new(alloc_fn),
-            free: Box::new(free_fn),
+            source: Source::Custom { alloc: Box::new(alloc_fn), free: Box::new(free_fn) },
             pool_data,
             poison: None,
             response: Response::Panic,
@@ -230,20 +249,14 @@ impl MempoolBuilder {
     pub(crate) fn init_builtin(
         self,
         pool: &mut Mempool,
-        alloc: Box<MempoolAllocFn>,
-        free: Box<MempoolFreeFn>,
+        source: Source,
         pool_data: *mut c_void,
         size: usize,
     ) -> Result<(), MempoolError> {
         let arena = ddi_kmem::current_arena();
         let poisoning = self.poisoning.unwrap_or_else(|| arena.checking().any());
-        let backend = Backend {
-            alloc,
-            free,
-            pool_data,
-            poison: (poisoning && size > 0).then_some(size),
-            response: arena.response(),
-        };
+        let backend =
+            Backend { source, pool_data, poison: (poisoning && size > 0).then_some(size), response: arena.response() };
         self.init_backend(pool, backend)
     }
 
@@ -256,7 +269,8 @@ impl MempoolBuilder {
         let wanted = fill_target(self.min_nr);
         pool.timeout = self.timeout;
         pool.destroy_check = self.destroy_check;
-        pool.outstanding.store(0, Ordering::Relaxed);
+        pool.outstanding.allocate_slots();
+        pool.outstanding.take();
         {
             let r = pool.reserve.get_mut();
             r.elements = Vec::new();
@@ -269,7 +283,7 @@ impl MempoolBuilder {
         pool.backend = Some(backend);
         for got in 0..wanted {
             let b = pool.backend.as_ref().expect("just set");
-            let Some(e) = NonNull::new((b.alloc)(self.gfp, b.pool_data)) else {
+            let Some(e) = NonNull::new(b.source.alloc(self.gfp, b.pool_data)) else {
                 tracing::debug!(min_nr = self.min_nr, got, gfp = %self.gfp, "mempool_init: preallocation failed");
                 // Give the elements back without counting them as outstanding.
                 pool.exit_inner();
@@ -297,7 +311,7 @@ impl Mempool {
             curr_nr: AtomicUsize::new(0),
             min_nr: AtomicUsize::new(0),
             wait: Condvar::new(),
-            outstanding: AtomicIsize::new(0),
+            outstanding: Outstanding::default(),
             backend: None,
             timeout: DEFAULT_TIMEOUT,
             destroy_check: DestroyCheck::Allowed,
@@ -337,8 +351,12 @@ impl Mempool {
     }
 
     /// Elements handed out by this pool and not yet freed to it.
+    ///
+    /// Counted per thread and summed here: exact when no allocation or free runs at the same
+    /// time (after joining the threads that used the pool, say); while other threads allocate
+    /// and free, a snapshot that may be off by the calls in flight.
     pub fn outstanding(&self) -> isize {
-        self.outstanding.load(Ordering::Relaxed)
+        self.outstanding.sum()
     }
 
     /// The wait timeout of sleeping allocations.
@@ -352,16 +370,25 @@ impl Mempool {
     }
 
     #[track_caller]
+    #[inline]
     fn backend(&self) -> &Backend {
         match &self.backend {
             Some(b) => b,
-            None => panic!("mempool: use of an uninitialized (or exited) pool"),
+            None => uninitialized(),
         }
     }
 
     /// An element leaves the reserve: check its poison (Linux `remove_element`).
+    #[inline]
     fn leaving_reserve(&self, b: &Backend, e: NonNull<c_void>) {
-        let Some(size) = b.poison else { return };
+        if let Some(size) = b.poison {
+            self.check_poison(b, e, size);
+        }
+    }
+
+    /// [`Mempool::leaving_reserve`] of a poisoned pool, out of line.
+    #[inline(never)]
+    fn check_poison(&self, b: &Backend, e: NonNull<c_void>, size: usize) {
         // SAFETY: a poisoned pool's elements are `size` bytes (built-in backend), and `e` was
         // just taken out of the reserve, so this thread owns it.
         let Some(report) = (unsafe { check_and_unpoison(e.as_ptr(), size) }) else { return };
@@ -373,57 +400,106 @@ impl Mempool {
     }
 
     /// Allocates an element; see [`mempool_alloc`](crate::mempool_alloc).
+    ///
+    /// The fast path, inlined into the caller: the first round asks the backend with the mask
+    /// Linux uses for it, and returns what it got. Everything else is out of line (`alloc_slow`).
+    // `inline(always)`, as the other fast-path pieces: a few instructions around the backend
+    // call. Left to the inliner, a caller with several call sites got an out-of-line copy (a
+    // call more, and the mask no longer a constant): 25 instructions more a pair.
+    #[inline(always)]
     pub fn alloc(&self, gfp: Gfp) -> *mut c_void {
         let b = self.backend();
+        // The first round's mask: the caller's, plus "don't allocate emergency reserves",
+        // "don't loop in __alloc_pages", "failures are OK", and without direct reclaim or I/O.
+        // It does not depend on the calling context (interrupt context only takes away direct
+        // reclaim, which this round lacks anyway), so the context is asked only if this fails.
+        let gfp_temp = first_round(gfp);
+        let element = b.source.alloc(gfp_temp, b.pool_data);
+        if !element.is_null() {
+            self.outstanding.add(1);
+            return element;
+        }
+        self.alloc_slow(b, gfp, gfp_temp)
+    }
+
+    /// The rest of [`Mempool::alloc`] once the first round failed: the reserve, then, if it is
+    /// empty, the full mask and the wait.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, b: &Backend, gfp: Gfp, gfp_temp: Gfp) -> *mut c_void {
+        let mut r = self.reserve.lock();
+        if let Some(e) = self.pop_reserved(&mut r) {
+            drop(r);
+            return self.hand_out_reserved(b, e);
+        }
+        drop(r);
+        self.alloc_retry(b, gfp, gfp_temp)
+    }
+
+    /// [`Mempool::alloc_slow`] once the reserve was found empty: the loop of Linux
+    /// `mempool_alloc` from "take the lock". Its first round looks at the reserve again (a
+    /// second lock round where Linux has one, on this path only).
+    #[inline(never)]
+    fn alloc_retry(&self, b: &Backend, gfp: Gfp, mut gfp_temp: Gfp) -> *mut c_void {
         let may_sleep = gfp.may_sleep_here();
-        // "don't allocate emergency reserves", "don't loop in __alloc_pages", "failures are OK".
         let mut gfp_mask = gfp | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN;
         if !may_sleep {
             // Interrupt context: whatever the caller said, neither we nor alloc_fn may sleep.
             gfp_mask = gfp_mask.without(__GFP_DIRECT_RECLAIM);
         }
-        // The first round may neither reclaim nor start I/O.
-        let mut gfp_temp = gfp_mask.without(__GFP_DIRECT_RECLAIM | __GFP_IO);
+        debug_assert_eq!(gfp_temp, gfp_mask.without(__GFP_DIRECT_RECLAIM | __GFP_IO), "internal: first-round mask");
         loop {
-            // The backing allocator first: the reserve is a fallback, not a cache.
-            let element = (b.alloc)(gfp_temp, b.pool_data);
-            if !element.is_null() {
-                self.outstanding.fetch_add(1, Ordering::Relaxed);
-                return element;
-            }
             let mut r = self.reserve.lock();
-            if let Some(e) = r.elements.pop() {
-                self.curr_nr.store(r.elements.len(), Ordering::Relaxed);
+            if let Some(e) = self.pop_reserved(&mut r) {
                 drop(r);
-                // Linux `smp_wmb()`, "paired with rmb in mempool_free()": the curr_nr store
-                // above is ordered before whatever store hands `e` to another thread, even a
-                // Relaxed one; the Acquire fence in `free` completes the pair, so a thread that
-                // frees `e` sees this decrement and refills the reserve.
-                fence(Ordering::Release);
-                self.leaving_reserve(b, e);
-                self.outstanding.fetch_add(1, Ordering::Relaxed);
-                return e.as_ptr();
+                return self.hand_out_reserved(b, e);
             }
             if gfp_temp != gfp_mask {
                 // "If alloc failed with that and @pool was empty, retry immediately."
                 drop(r);
                 gfp_temp = gfp_mask;
-                continue;
-            }
-            if !may_sleep {
+            } else if !may_sleep {
                 drop(r);
                 tracing::debug!(gfp = %gfp, "mempool_alloc: backing allocator failed, reserve empty, may not sleep: NULL");
                 return ptr::null_mut();
+            } else {
+                // Registered and waiting under the lock that `free` takes to refill, so a free
+                // between our empty check and the wait cannot be missed (Linux
+                // `prepare_to_wait` under the lock).
+                r.waiters += 1;
+                let timed_out = self.wait.wait_for(&mut r, self.timeout);
+                r.waiters -= 1;
+                drop(r);
+                tracing::debug!(timed_out, "mempool_alloc: slept on an empty reserve; retrying");
             }
-            // Registered and waiting under the lock that `free` takes to refill, so a free
-            // between our empty check and the wait cannot be missed (Linux `prepare_to_wait`
-            // under the lock).
-            r.waiters += 1;
-            let timed_out = self.wait.wait_for(&mut r, self.timeout);
-            r.waiters -= 1;
-            drop(r);
-            tracing::debug!(timed_out, "mempool_alloc: slept on an empty reserve; retrying");
+            // The backing allocator again (with the full mask now), then the reserve.
+            let element = b.source.alloc(gfp_temp, b.pool_data);
+            if !element.is_null() {
+                self.outstanding.add(1);
+                return element;
+            }
         }
+    }
+
+    /// Takes the element freed last from the reserve, under its lock (Linux `remove_element`).
+    #[inline]
+    fn pop_reserved(&self, r: &mut Reserve) -> Option<NonNull<c_void>> {
+        let e = r.elements.pop()?;
+        self.curr_nr.store(r.elements.len(), Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// Hands out an element just taken from the reserve, after the lock is dropped.
+    #[inline]
+    fn hand_out_reserved(&self, b: &Backend, e: NonNull<c_void>) -> *mut c_void {
+        // Linux `smp_wmb()`, "paired with rmb in mempool_free()": the curr_nr store of
+        // `pop_reserved` is ordered before whatever store hands `e` to another thread, even a
+        // Relaxed one; the Acquire fence in `free` completes the pair, so a thread that frees
+        // `e` sees this decrement and refills the reserve.
+        fence(Ordering::Release);
+        self.leaving_reserve(b, e);
+        self.outstanding.add(1);
+        e.as_ptr()
     }
 
     /// Takes an element from the reserve only; see
@@ -431,54 +507,66 @@ impl Mempool {
     pub fn alloc_preallocated(&self) -> *mut c_void {
         let b = self.backend();
         let mut r = self.reserve.lock();
-        let Some(e) = r.elements.pop() else {
+        let Some(e) = self.pop_reserved(&mut r) else {
             drop(r);
             tracing::debug!("mempool_alloc_preallocated: reserve empty: NULL");
             return ptr::null_mut();
         };
-        self.curr_nr.store(r.elements.len(), Ordering::Relaxed);
         drop(r);
-        // As in `alloc`: pairs with the Acquire fence in `free`.
-        fence(Ordering::Release);
-        self.leaving_reserve(b, e);
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        e.as_ptr()
+        self.hand_out_reserved(b, e)
     }
 
     /// Frees an element; see [`mempool_free`](crate::mempool_free).
     ///
+    /// The fast path, inlined into the caller: with the reserve full, one unlocked test and the
+    /// backend's free. Refilling is out of line (`refill`).
+    ///
     /// # Safety
     /// As [`mempool_free`](crate::mempool_free).
+    // `inline(always)`: see `alloc`.
+    #[inline(always)]
     pub unsafe fn free(&self, element: *mut c_void) {
         let Some(e) = NonNull::new(element) else { return };
         let b = self.backend();
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.outstanding.add(-1);
         // Linux `smp_rmb()`: pairs with the Release fence in `alloc`, so the curr_nr we read is
         // from after the allocation of `element`, even if the element reached this thread
         // without synchronization of its own. Then the unlocked test: it is guaranteed to
         // trigger if curr_nr + #allocated == min_nr, which is all correctness needs (waiters
         // exist only when curr_nr is 0, and then every free refills and wakes).
         fence(Ordering::Acquire);
-        if self.curr_nr.load(Ordering::Relaxed) < fill_target(self.min_nr.load(Ordering::Relaxed)) {
-            if let Some(size) = b.poison {
-                // SAFETY: a poisoned pool's elements are `size` bytes (built-in backend), and
-                // the caller gives `e` up (contract), so this thread owns it.
-                unsafe { poison(e.as_ptr(), size) };
-            }
-            let mut r = self.reserve.lock();
-            if r.elements.len() < fill_target(r.min_nr) {
-                r.elements.push(e);
-                self.curr_nr.store(r.elements.len(), Ordering::Relaxed);
-                let wake = r.waiters > 0;
-                drop(r);
-                if wake {
-                    self.wait.notify_all();
-                }
-                return;
-            }
-            // Raced with another free or a shrink: the reserve is full after all.
+        if self.curr_nr.load(Ordering::Relaxed) < fill_target(self.min_nr.load(Ordering::Relaxed)) && self.refill(b, e)
+        {
+            return;
         }
-        (b.free)(e.as_ptr(), b.pool_data);
+        // SAFETY: `e` came from this pool's backend (or one `free_fn` accepts) and the caller
+        // gives it up (contract of `mempool_free`); the reserve did not take it.
+        unsafe { b.source.free(e, b.pool_data) }
+    }
+
+    /// `free`'s refill under the lock: puts `e` in the reserve and wakes the waiters, unless
+    /// the reserve filled up meanwhile (returns `false`: `e` is still the caller's to free).
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, b: &Backend, e: NonNull<c_void>) -> bool {
+        if let Some(size) = b.poison {
+            // SAFETY: a poisoned pool's elements are `size` bytes (built-in backend), and
+            // the caller of `free` gives `e` up (contract), so this thread owns it.
+            unsafe { poison(e.as_ptr(), size) };
+        }
+        let mut r = self.reserve.lock();
+        if r.elements.len() < fill_target(r.min_nr) {
+            r.elements.push(e);
+            self.curr_nr.store(r.elements.len(), Ordering::Relaxed);
+            let wake = r.waiters > 0;
+            drop(r);
+            if wake {
+                self.wait.notify_all();
+            }
+            return true;
+        }
+        // Raced with another free or a shrink: the reserve is full after all.
+        false
     }
 
     /// Changes the guaranteed minimum; see [`mempool_resize`](crate::mempool_resize).
@@ -494,7 +582,8 @@ impl Mempool {
                 self.curr_nr.store(r.elements.len(), Ordering::Relaxed);
                 drop(r);
                 self.leaving_reserve(b, e);
-                (b.free)(e.as_ptr(), b.pool_data);
+                // SAFETY: `e` left the reserve, which owned it: an element of this backend.
+                unsafe { b.source.free(e, b.pool_data) };
                 r = self.reserve.lock();
             }
             r.min_nr = new_min_nr;
@@ -510,7 +599,7 @@ impl Mempool {
         self.min_nr.store(new_min_nr, Ordering::Relaxed);
         while r.elements.len() < r.min_nr {
             drop(r);
-            let Some(e) = NonNull::new((b.alloc)(GFP_KERNEL, b.pool_data)) else {
+            let Some(e) = NonNull::new(b.source.alloc(GFP_KERNEL, b.pool_data)) else {
                 // Best effort: later frees fill the rest.
                 tracing::debug!(new_min_nr, "mempool_resize: allocation failed; frees will fill the reserve");
                 return Ok(());
@@ -531,7 +620,8 @@ impl Mempool {
             } else {
                 // Raced with a shrink: give it back.
                 drop(r);
-                (b.free)(e.as_ptr(), b.pool_data);
+                // SAFETY: `e` was just allocated from this backend and nobody else has it.
+                unsafe { b.source.free(e, b.pool_data) };
                 return Ok(());
             }
         }
@@ -552,13 +642,14 @@ impl Mempool {
                     self.errors.get_mut().push(report);
                 }
             }
-            (b.free)(e.as_ptr(), b.pool_data);
+            // SAFETY: `e` was in the reserve (an element of this backend), which gives it up.
+            unsafe { b.source.free(e, b.pool_data) };
         }
         let r = self.reserve.get_mut();
         r.min_nr = 0;
         self.curr_nr.store(0, Ordering::Relaxed);
         self.min_nr.store(0, Ordering::Relaxed);
-        let outstanding = self.outstanding.swap(0, Ordering::Relaxed);
+        let outstanding = self.outstanding.take();
         if outstanding != 0 {
             tracing::warn!(outstanding, check = ?self.destroy_check, "mempool destroyed with elements outstanding");
         }

@@ -7,21 +7,30 @@
 //! parks, which Miri's strict-provenance mode rejects (STYLE.md: keep a path that strict
 //! provenance accepts).
 //!
+//! Thread-locals come from here too (`std::thread_local!`, or loom's, whose values are per
+//! loom thread and dropped when it ends), for the per-thread counting in `counter.rs`.
+//!
 //! The API is parking_lot-shaped (`lock()` returns the guard, `wait_for(&mut guard, ..)`); the
 //! std/loom shim keeps its guard in an `Option` so that a wait can move it out and back in
 //! without `unsafe`.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicIsize, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 
 #[cfg(not(any(loom, miri)))]
 pub(crate) use parking_lot::{Mutex, MutexGuard};
 
 #[cfg(any(loom, miri))]
 pub(crate) use shim::{Mutex, MutexGuard};
+
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
 
 use std::time::Duration;
 
@@ -96,6 +105,11 @@ mod shim {
     pub(crate) struct MutexGuard<'a, T>(pub(crate) Option<inner::MutexGuard<'a, T>>);
 
     impl<T> Mutex<T> {
+        #[cfg(not(loom))]
+        pub(crate) const fn new(v: T) -> Self {
+            Self(inner::Mutex::new(v))
+        }
+        #[cfg(loom)]
         pub(crate) fn new(v: T) -> Self {
             Self(inner::Mutex::new(v))
         }

@@ -151,6 +151,120 @@ fn destroy_with_outstanding_elements_both_ways() {
     assert_eq!(a.bytes_in_use(), 0);
 }
 
+/// The outstanding count is kept per thread: elements allocated on threads that have exited
+/// and freed on later threads (which may reuse their indices), more threads alive at once than
+/// a pool has per-thread slots, and destroy still sees the exact total.
+#[test]
+fn outstanding_is_exact_across_threads_that_come_and_go() {
+    let a = unbounded("outstanding-threads");
+    let _in = a.enter();
+    let pool = Mempool::builder(2).destroy_check(DestroyCheck::Bug).kmalloc(64).expect("prealloc");
+    let rounds = common::iters(4, 2);
+    let per_thread = common::iters(5, 2);
+    // Many threads alive at once, each keeping what it allocates: some have no slot of their
+    // own and count on the pool's shared counter.
+    let wide = common::iters(80, 6);
+    let mut kept: Vec<common::SendPtr> = Vec::new();
+    for round in 0..rounds {
+        let barrier = std::sync::Barrier::new(wide);
+        let got: Vec<Vec<common::SendPtr>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..wide)
+                .map(|_| {
+                    let (pool, a, barrier) = (&pool, &a, &barrier);
+                    s.spawn(move || {
+                        let _in = a.enter();
+                        barrier.wait(); // all alive together
+                        (0..per_thread).map(|_| common::SendPtr(mempool_alloc(pool, GFP_KERNEL))).collect()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("allocator")).collect()
+        });
+        kept.extend(got.into_iter().flatten());
+        assert_eq!(pool.outstanding(), kept.len() as isize, "round {round}: after the allocators exited");
+        // Later threads free half of what the exited ones allocated.
+        let mut half = kept.split_off(kept.len() / 2);
+        std::thread::scope(|s| {
+            while !half.is_empty() {
+                let chunk = half.split_off(half.len().saturating_sub(7));
+                let (pool, a) = (&pool, &a);
+                s.spawn(move || {
+                    let _in = a.enter();
+                    for p in chunk {
+                        // SAFETY: from this pool, freed once.
+                        unsafe { mempool_free(p.0, pool) };
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.outstanding(), kept.len() as isize, "round {round}: after the freers exited");
+    }
+    for p in kept.drain(..) {
+        // SAFETY: from this pool, freed once.
+        unsafe { mempool_free(p.0, &pool) };
+    }
+    assert_eq!(pool.outstanding(), 0);
+    // DestroyCheck::Bug: destroy panics if the count is not exactly zero.
+    assert_eq!(mempool_destroy(Some(pool)), 0);
+    assert_eq!(a.bytes_in_use(), 0);
+}
+
+/// Using a pool that was never initialized, or was exited, panics with a clear message before
+/// anything changes: the fast paths check initialization before counting or refilling. Freeing
+/// NULL stays a no-op.
+#[test]
+fn use_of_an_uninitialized_pool_panics_before_touching_it() {
+    let a = unbounded("uninitialized");
+    let _in = a.enter();
+    let mut exited = Mempool::new();
+    mempool_init_kmalloc_pool(&mut exited, 1, 64).expect("prealloc");
+    assert_eq!(mempool_exit(&mut exited), 0);
+    let element = ddi_kmem::kmem_alloc(64, ddi_kmem::KM_SLEEP);
+    for pool in [Mempool::new(), exited] {
+        let expect_panic = |what: &str, r: std::thread::Result<()>| {
+            let payload = r.expect_err(what);
+            let msg = match payload.downcast_ref::<&str>() {
+                Some(s) => s.to_string(),
+                None => payload.downcast_ref::<String>().expect("a message").clone(),
+            };
+            assert!(msg.contains("mempool: use of an uninitialized (or exited) pool"), "{what}: {msg}");
+        };
+        let p = &pool;
+        expect_panic(
+            "mempool_alloc",
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                mempool_alloc(p, GFP_KERNEL);
+            })),
+        );
+        expect_panic(
+            "mempool_alloc_preallocated",
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ddi_mempool::mempool_alloc_preallocated(p);
+            })),
+        );
+        expect_panic(
+            "mempool_free",
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: the pool panics before it touches the element (what this checks).
+                unsafe { mempool_free(element, p) };
+            })),
+        );
+        expect_panic(
+            "mempool_resize",
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ddi_mempool::mempool_resize(p, 2).expect("unreachable");
+            })),
+        );
+        // SAFETY: NULL is a no-op, initialized or not.
+        unsafe { mempool_free(std::ptr::null_mut(), p) };
+        assert_eq!((pool.curr_nr(), pool.min_nr(), pool.outstanding()), (0, 0, 0), "nothing changed");
+        assert!(!pool.is_initialized());
+    }
+    // SAFETY: from kmem_alloc(64) above, still ours (the pools never took it), freed once.
+    unsafe { ddi_kmem::kmem_free(element, 64) };
+    assert_eq!(a.bytes_in_use(), 0);
+}
+
 /// Checking mode: reserved elements are poisoned; one modified in the reserve is reported on
 /// its way out, then handed out filled with POISON_INUSE.
 #[test]

@@ -193,7 +193,7 @@ pub use flow::{FullAt, FullClear, PutqEnable, QueueQuirks, bcanput, bcanputnext,
 pub use mblk::*;
 pub use module::{
     CLONEOPEN, CloseProc, Cred, DRVOPEN, Dev, INFPSZ, Kind, MODOPEN, Module, ModuleInfo, OpenCtx, OpenProc, PutProc,
-    QInit, QRef, SrvProc, StreamTab, default_rput, default_srv, default_wput, driver_flush,
+    QInit, QRef, SrvProc, StreamTab, default_rput, default_srv, default_wput, driver_flush, flush_side,
 };
 pub use msg::{Blocks, Msg};
 pub use perim::SyncLevel;

@@ -437,8 +437,10 @@ pub fn default_srv(q: QRef<'_>) {
     }
 }
 
-/// Flushes `q` per an `M_FLUSH` message if its flag has `side` (FLUSHR or FLUSHW).
-fn flush_side(q: QRef<'_>, mp: &Msg, side: u8) {
+/// Flushes `q` per an `M_FLUSH` message if its flag has `side` (FLUSHR or FLUSHW): the whole
+/// queue's data, or one band with `FLUSHBAND`. The step every module's `M_FLUSH` handling
+/// starts with.
+pub fn flush_side(q: QRef<'_>, mp: &Msg, side: u8) {
     let d = mp.data();
     let flag = d.first().copied().unwrap_or(0);
     if flag & side == 0 {

@@ -10,8 +10,8 @@
 //! Counters (per instance) show it working: messages forwarded by each side and how often a
 //! service procedure stopped on flow control.
 
-use crate::modules::nullmod::flush_side;
 use std::sync::atomic::{AtomicU64, Ordering};
+use streams_core::flush_side;
 use streams_core::{FLUSHR, FLUSHW, INFPSZ, Iocblk, M_FLUSH, M_IOCTL, Module, ModuleInfo, Msg, OpenCtx, QRef, miocack};
 
 /// ioctl: acknowledged with [`FlowStats`] (as [`FlowStats::to_bytes`]) in the reply's data.

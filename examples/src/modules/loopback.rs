@@ -8,8 +8,8 @@
 //! `M_IOCTL`: [`LB_COUNT`] answers with the number of messages looped so far, [`LB_ECHO`]
 //! acknowledges with its data sent back; any other command gets `M_IOCNAK` (`EINVAL`).
 
-use crate::modules::nullmod::flush_side;
 use std::sync::atomic::{AtomicU32, Ordering};
+use streams_core::flush_side;
 use streams_core::{
     EINVAL, FLUSHR, FLUSHW, INFPSZ, Iocblk, M_DATA, M_FLUSH, M_IOCTL, M_PCPROTO, M_PROTO, Module, ModuleInfo, Msg,
     OpenCtx, QRef, miocack, miocnak,

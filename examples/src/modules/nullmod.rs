@@ -6,24 +6,10 @@
 //! `FLUSHBAND`). It has no service procedures, so its queues never hold data and the flush is
 //! a formality — but a module that may ever `putq` must flush, and a porter copies the shape.
 
-use streams_core::{FLUSHBAND, FLUSHDATA, FLUSHR, FLUSHW, INFPSZ, M_FLUSH, Module, ModuleInfo, Msg, OpenCtx, QRef};
+use streams_core::{FLUSHR, FLUSHW, INFPSZ, M_FLUSH, Module, ModuleInfo, Msg, OpenCtx, QRef, flush_side};
 
 /// The pass-through module; no per-instance state.
 pub struct Nullmod;
-
-/// Flushes `q` as the `M_FLUSH` message `mp` asks, if its flag names `side`.
-pub(crate) fn flush_side(q: QRef<'_>, mp: &Msg, side: u8) {
-    let d = mp.data();
-    let flag = d.first().copied().unwrap_or(0);
-    if flag & side == 0 {
-        return;
-    }
-    if flag & FLUSHBAND != 0 {
-        q.flushband(d.get(1).copied().unwrap_or(0), FLUSHDATA);
-    } else {
-        q.flushq(FLUSHDATA);
-    }
-}
 
 impl Module for Nullmod {
     const INFO: ModuleInfo = ModuleInfo {
