@@ -76,6 +76,10 @@ pub(crate) struct ThreadState {
     /// The current arena's table of class magazines if that arena is plain, else null. Points
     /// into an element of `tables`; cleared before that element can go.
     fast: Cell<*const ThreadMags>,
+    /// The table of `KmemGlobal`'s arena (the one process-wide adapter arena), or null until
+    /// the adapter first asks for it. Points into an element of `tables`; cleared before that
+    /// element can go.
+    adapter: Cell<*const ThreadMags>,
     /// Nesting depth of interrupt-context guards.
     interrupt: Cell<u32>,
     /// The innermost entered arena, or null for the process default. Always points into an
@@ -104,6 +108,7 @@ thread_local! {
     static STATE: ThreadState = const {
         ThreadState {
             fast: Cell::new(ptr::null()),
+            adapter: Cell::new(ptr::null()),
             interrupt: Cell::new(0),
             current: Cell::new(ptr::null()),
             users: [const { UserEntry::new() }; USER_WAYS],
@@ -170,6 +175,37 @@ impl ThreadState {
             // of `state`) on kmem's own paths, which do not enter, leave or drop arenas.
             Some(unsafe { &*t })
         }
+    }
+
+    /// This thread's table for the global adapter's arena, built and cached on the first
+    /// call; `None` if the thread cannot have one now (see `table_for`).
+    ///
+    /// `arena` must be the adapter's one process-wide arena, the same on every call (the
+    /// cache is not keyed); it must be plain.
+    #[inline(always)]
+    pub(crate) fn adapter_table(&self, arena: &ArenaInner) -> Option<&ThreadMags> {
+        let mut t = self.adapter.get();
+        if t.is_null() {
+            t = self.adapter_table_slow(arena)?;
+        }
+        // SAFETY: a non-null `adapter` points at a table owned by `tables`, cleared before
+        // that table is removed (`drop_table`, `teardown`); the caller uses the reference
+        // within its current call (the contract of `state`), on kmem's own paths, which do
+        // not drop tables.
+        let t = unsafe { &*t };
+        debug_assert!(ptr::eq(t.arena_ptr(), arena), "internal: adapter_table called with another arena");
+        Some(t)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn adapter_table_slow(&self, arena: &ArenaInner) -> Option<*const ThreadMags> {
+        if !arena.is_plain() {
+            return None;
+        }
+        let t = self.table_for(arena)?;
+        self.adapter.set(t);
+        Some(t)
     }
 
     /// The slot of the object cache `id`, if this thread's direct-mapped entry holds it.
@@ -318,6 +354,7 @@ impl ThreadState {
     fn teardown(&self) {
         self.life.set(Life::Dead);
         self.fast.set(ptr::null());
+        self.adapter.set(ptr::null());
         self.users.iter().for_each(UserEntry::clear);
         // Taken out first and dropped outside the borrows: dropping runs destructors (user
         // code) that may call kmem, which then finds no magazines.
@@ -356,6 +393,9 @@ pub(crate) fn drop_table(arena: *const ArenaInner) {
         let pos = tables.iter().position(|t| ptr::eq(t.0.arena_ptr(), arena))?;
         if ptr::eq(s.fast.get(), Arc::as_ptr(&tables[pos].0)) {
             s.fast.set(ptr::null());
+        }
+        if ptr::eq(s.adapter.get(), Arc::as_ptr(&tables[pos].0)) {
+            s.adapter.set(ptr::null());
         }
         Some(tables.swap_remove(pos))
     });

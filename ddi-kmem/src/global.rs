@@ -88,6 +88,7 @@
 
 use crate::arena::{Arena, Response};
 use crate::check::Checking;
+use crate::context;
 use crate::error::Site;
 use crate::flags::KM_NOSLEEP;
 use crate::quirks::{MemQuirks, SizeClasses};
@@ -211,6 +212,20 @@ thread_local! {
     static REENTRY: Reentry = const { Reentry { active: Cell::new(false), deferred: Cell::new(ptr::null_mut()) } };
 }
 
+/// The calling thread's adapter state, without a closure: `LocalKey::with` around the whole
+/// allocation kept the thread-local getter out of line (an indirect call per access).
+///
+/// # Safety
+/// - The reference is used only during the current call on this thread (the block has no
+///   destructor and lives as long as the thread, but must not be kept across its exit).
+#[inline(always)]
+unsafe fn reentry<'a>() -> &'a Reentry {
+    let p = REENTRY.with(ptr::from_ref);
+    // SAFETY: this thread's own `REENTRY`, which has no destructor; used within the current
+    // call (the contract).
+    unsafe { &*p }
+}
+
 /// A kmem buffer freed while inside the adapter, kept in its own first bytes.
 struct Deferred {
     next: *mut Deferred,
@@ -319,10 +334,21 @@ fn build_arena() -> Arena {
 /// or the counter of the reason it must come from the system.
 #[inline(always)]
 fn alloc_in_arena(request: usize) -> Result<NonNull<u8>, &'static AtomicU64> {
-    // The arena's own routing: its size class through this thread's magazine slot of the
-    // arena (kept per thread and arena, so the adapter's arena need not be the current one),
-    // or the slab layer when the thread has no magazines (it is exiting).
-    NonNull::new(arena().inner().alloc(CALL_ALLOC, request, KM_NOSLEEP, false, Site(Location::caller())))
+    let inner = arena().inner();
+    // The fast path: this thread's magazine table of the adapter's arena, cached in the
+    // thread's block (the adapter's arena is rarely the current one, whose table is `fast`).
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { context::state() };
+    if let Some(t) = st.adapter_table(inner) {
+        // SAFETY: this thread's table of the adapter's arena, which is plain and alive
+        // (static).
+        if let Some(p) = unsafe { t.alloc(request, false) } {
+            return Ok(p);
+        }
+    }
+    // Everything else (no table while the thread exits or builds one, injection armed, a
+    // miss the depot and slab layer could not fill): the arena's general path.
+    NonNull::new(inner.alloc_general(CALL_ALLOC, request, KM_NOSLEEP, false, Site(Location::caller())))
         .ok_or(&COUNTERS.refused)
 }
 
@@ -332,9 +358,18 @@ fn alloc_in_arena(request: usize) -> Result<NonNull<u8>, &'static AtomicU64> {
 /// - `p` is a live buffer of the adapter's arena allocated for `request`, not used afterwards.
 #[inline(always)]
 unsafe fn free_in_arena(p: NonNull<u8>, request: usize) {
-    // SAFETY: `p` is a live buffer of this plain arena allocated with `request` bytes (the
-    // contract); through the thread's magazine slot, or the slab layer without one.
-    unsafe { arena().inner().free(CALL_DEALLOC, p.as_ptr(), request, Site(Location::caller())) }
+    let inner = arena().inner();
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { context::state() };
+    if let Some(t) = st.adapter_table(inner) {
+        // SAFETY: this thread's table of the plain, live adapter arena; `p` is a live buffer
+        // of it allocated with `request` bytes (the contract).
+        if unsafe { t.free(p, request) } {
+            return;
+        }
+    }
+    // SAFETY: as above; through the general path (the slab layer without a table).
+    unsafe { inner.free(CALL_DEALLOC, p.as_ptr(), request, Site(Location::caller())) }
 }
 
 /// The system's block for `layout`.
@@ -358,16 +393,17 @@ unsafe fn system_alloc(layout: Layout, zero: bool) -> *mut u8 {
 /// - `layout` has a non-zero size and `request == kmem_request(layout)`.
 #[inline(always)]
 unsafe fn alloc_small(layout: Layout, request: usize, zero: bool) -> *mut u8 {
-    let got = REENTRY.with(|re| {
-        if !re.enter() {
-            return Err(&COUNTERS.reentrant);
-        }
+    // SAFETY: used only within this call.
+    let re = unsafe { reentry() };
+    let got = if re.enter() {
         let bomb = AbortOnUnwind;
         let got = alloc_in_arena(request);
         re.leave();
         std::mem::forget(bomb);
         got
-    });
+    } else {
+        Err(&COUNTERS.reentrant)
+    };
     match got {
         Ok(p) => {
             debug_assert!(p.as_ptr().addr() % layout.align() == 0, "internal: kmem buffer misaligned");
@@ -391,17 +427,17 @@ unsafe fn alloc_small(layout: Layout, request: usize, zero: bool) -> *mut u8 {
 /// - `p` is a live buffer of the adapter's arena allocated for `request`, not used afterwards.
 #[inline(always)]
 unsafe fn dealloc_kmem(p: NonNull<u8>, request: usize) {
-    REENTRY.with(|re| {
-        if !re.enter() {
-            // SAFETY: forwarded contract.
-            return unsafe { re.defer(p, request) };
-        }
-        let bomb = AbortOnUnwind;
-        // SAFETY: forwarded contract; the thread is inside the adapter.
-        unsafe { free_in_arena(p, request) };
-        re.leave();
-        std::mem::forget(bomb);
-    })
+    // SAFETY: used only within this call.
+    let re = unsafe { reentry() };
+    if !re.enter() {
+        // SAFETY: forwarded contract.
+        return unsafe { re.defer(p, request) };
+    }
+    let bomb = AbortOnUnwind;
+    // SAFETY: forwarded contract; the thread is inside the adapter.
+    unsafe { free_in_arena(p, request) };
+    re.leave();
+    std::mem::forget(bomb);
 }
 
 /// Runs `f` inside the adapter, so that what it allocates comes from the system and kmem's
