@@ -13,6 +13,7 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+use benches::box_64;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
 use ddi_kmem::{
@@ -190,19 +191,6 @@ fn handoff(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// What `Box::new([0u8; 64])` and its drop do, through `alloc`: allocate the layout of
-/// `[u8; 64]` (64 bytes, align 1), write the array, free.
-fn box_64<A: GlobalAlloc>(a: &A) {
-    let layout = Layout::new::<[u8; 64]>();
-    // SAFETY: non-zero layout.
-    let p = unsafe { a.alloc(black_box(layout)) }.cast::<[u8; 64]>();
-    assert!(!p.is_null());
-    // SAFETY: `p` holds a `[u8; 64]` (align 1).
-    unsafe { p.write(black_box([0u8; 64])) };
-    // SAFETY: `p` came from a.alloc(layout); freed once.
-    unsafe { a.dealloc(black_box(p).cast(), layout) };
 }
 
 fn global_box(c: &mut Criterion) {

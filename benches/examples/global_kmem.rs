@@ -9,9 +9,10 @@
 //! - `system N`, `mimalloc N`: the same pair through `System` or `MiMalloc`'s `GlobalAlloc`
 //!   called directly (the program's global allocator is still kmem).
 
+use benches::box_64;
 use ddi_kmem::KmemGlobal;
 use mimalloc::MiMalloc;
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::System;
 use std::collections::HashMap;
 use std::hint::black_box;
 
@@ -38,18 +39,6 @@ fn pairs(n: u64, what: &str, f: impl Fn()) {
     }
     let ns = t.elapsed().as_nanos() as f64 / n as f64;
     println!("{n} Box<[u8; 64]> new+drop through {what}: {ns:.2} ns/pair");
-}
-
-/// `Box::new([0u8; 64])` and its drop, through `a`.
-fn box_64<A: GlobalAlloc>(a: &A) {
-    let layout = Layout::new::<[u8; 64]>();
-    // SAFETY: non-zero layout.
-    let p = unsafe { a.alloc(black_box(layout)) }.cast::<[u8; 64]>();
-    assert!(!p.is_null());
-    // SAFETY: `p` holds a `[u8; 64]` (align 1).
-    unsafe { p.write(black_box([0u8; 64])) };
-    // SAFETY: `p` came from a.alloc(layout); freed once.
-    unsafe { a.dealloc(black_box(p).cast(), layout) };
 }
 
 fn work() {

@@ -14,8 +14,11 @@
 //!
 //! **What serves what.** A `Layout` of `size` bytes aligned to `align` is a kmem request of
 //! `r = max(size, align)` bytes. Up to 131072 bytes (the largest native size class) the
-//! adapter's arena serves it, through the same fast path as [`kmem_alloc`](crate::kmem_alloc):
-//! one thread-local access and a pop from the thread's magazine. The native classes are powers
+//! adapter's arena serves it, through the same magazine fast path as
+//! [`kmem_alloc`](crate::kmem_alloc): a pop from the thread's magazine of the class. The
+//! adapter's arena is rarely the thread's current arena (whose table kmem's block points at),
+//! so the block keeps a second pointer, to the thread's table of the adapter's arena, set on
+//! the adapter's first call on the thread and cleared before the table goes. The native classes are powers
 //! of two, each buffer aligned to its class size, and the class serving `r` is at least
 //! `r >= align`, so every alignment up to 131072 is honoured; nothing is rounded twice.
 //! Larger requests, and larger alignments, go to the system allocator (`std::alloc::System`,
@@ -71,6 +74,11 @@
 //!
 //! **Thread exit.** When a thread's kmem state (`context.rs`) is destroyed, its magazines go
 //! back to the depot, and the destructors of other thread-locals may still allocate and free.
+//! Returning the magazines runs *inside* the adapter: it pushes them on each depot's list under
+//! the depot's lock, and that list may grow through the global allocator; outside the adapter
+//! the growth would come back to the same depot (a thread without magazines takes the depot
+//! lock for its statistics) and deadlock on it, as `tests/global_alloc.rs` once did with 160
+//! exiting threads.
 //! The adapter looks the state up with `try_with` and never touches a destroyed thread-local:
 //! an allocation on a thread without kmem state goes to the system; a free of a kmem buffer
 //! there goes to the arena's general path, which, finding no magazines, returns the buffer
