@@ -5,6 +5,7 @@ use crate::env::{self, MsgEnv};
 use crate::error::StreamsError;
 use crate::mblk::Mblk;
 use ddi_kmem::{KM_NOSLEEP, KM_SLEEP, KmFlags, kmem_cache_alloc, kmem_cache_free};
+use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 
 /// Bytes of data a small message keeps inside its combined block: `allocb(size)` with
@@ -171,6 +172,120 @@ pub(crate) fn new_message(env: &'static MsgEnv, flags: KmFlags, init: impl FnOnc
     mp
 }
 
+/// Writes a whole fresh message (both halves) into block `b`: an `M_DATA` message over
+/// `base..lim` with `db_ref` 1, as `allocb` returns it; the two headers are written as two
+/// whole values (a template copy).
+///
+/// # Safety
+/// `b` is a block of `env`'s cache, no half of it in use; `base..lim` is the buffer `class`
+/// implies (the block's own for `DbClass::Fast`).
+#[inline(always)]
+unsafe fn write_headers(
+    b: *mut Mdb,
+    env: &'static MsgEnv,
+    base: *mut u8,
+    lim: *mut u8,
+    class: DbClass,
+    size: usize,
+) -> *mut Mblk {
+    let d = dblk_of(b);
+    let dblk = Dblk {
+        db_frtnp: std::ptr::null_mut(),
+        db_base: base,
+        db_lim: lim,
+        db_ref: RefCount::new(1),
+        db_type: M_DATA,
+        db_class: class,
+        db_flag: 0,
+        db_size: u32::try_from(size).unwrap_or(u32::MAX),
+        db_halves: RefCount::new(2),
+        frtn: NO_FRTN,
+        db_env: env,
+    };
+    // SAFETY: the data block half of a fresh cache object of at least MDB_SIZE bytes,
+    // aligned for Dblk, not in use (caller).
+    unsafe { d.write(dblk) };
+    let m = mblk_of(b);
+    // SAFETY: the message block half of the same block, aligned, not in use (caller).
+    unsafe { m.write(Mblk::new(base, d)) };
+    m
+}
+
+/// The constructor of the combined-block cache (Solaris constructed state, as illumos
+/// `dblk_constructor`): writes the block as `allocb(0)` would return it, so that `allocb`
+/// writes only what varies between messages ([`init_fast`]).
+///
+/// The invariants of the constructed state, which every path that returns a block to the
+/// cache restores ([`restore`], or kept by construction on the fast free path):
+/// `b_next`, `b_prev` NULL; `b_datap` the block's own data block; `db_frtnp` NULL,
+/// `db_base`/`db_lim` the inline buffer, `db_ref` 1, `db_class` `Fast`, `db_halves` 2,
+/// `frtn` empty, `db_env` the cache's environment (`private`). A `dupb` block keeps all of
+/// them but `b_datap`, `db_class` (`Unused`) and `db_halves` (1).
+pub(crate) fn mdb_constructor(buf: *mut c_void, private: *mut c_void, _kmflag: KmFlags) -> i32 {
+    // SAFETY: the cache's private argument is its environment (`env::lookup_or_create`);
+    // environments are never freed. Only the reference is stored, its `live` is not read.
+    let env: &'static MsgEnv = unsafe { &*private.cast::<MsgEnv>() };
+    let b = buf.cast::<Mdb>();
+    let base = buf_of(b);
+    // SAFETY: the cache hands its constructor a buffer of MDB_SIZE bytes aligned to MDB_ALIGN,
+    // not in use.
+    unsafe { write_headers(b, env, base, base.wrapping_add(FASTBUF), DbClass::Fast, 0) };
+    0
+}
+
+/// Puts a block whose halves are both released back into the constructed state (see
+/// [`mdb_constructor`]) before it returns to the cache.
+///
+/// # Safety
+/// `b` is a block of `env`'s cache, no half of it in use.
+#[inline]
+unsafe fn restore(b: *mut Mdb, env: &'static MsgEnv) {
+    let base = buf_of(b);
+    // SAFETY: forwarded contract.
+    unsafe { write_headers(b, env, base, base.wrapping_add(FASTBUF), DbClass::Fast, 0) };
+}
+
+/// A small message in a constructed block: writes only the fields that vary between
+/// messages, or that a message's user may have changed and the fast free path does not
+/// restore (`b_cont`, the read and write pointers, `b_band`/`b_flag`, `b_csum`, `db_type`,
+/// `db_flag`, `db_size`). The rest is the constructed state ([`mdb_constructor`]).
+///
+/// # Safety
+/// `b` is a block fresh from `env`'s cache (constructed, no half in use).
+#[inline(always)]
+unsafe fn init_fast(b: *mut Mdb, env: &'static MsgEnv, size: usize) -> *mut Mblk {
+    // SAFETY: forwarded contract; the inline buffer.
+    unsafe { init_varying(b, env, buf_of(b), size) }
+}
+
+/// [`init_fast`] over the buffer at `base`: the message block's pointers start there.
+///
+/// # Safety
+/// As [`init_fast`]; `base` is the block's inline buffer, or the caller sets `db_base`,
+/// `db_lim` and `db_class` for its own buffer afterwards.
+#[inline(always)]
+unsafe fn init_varying(b: *mut Mdb, env: &'static MsgEnv, base: *mut u8, size: usize) -> *mut Mblk {
+    let mp = mblk_of(b);
+    // SAFETY: a constructed block: its message block half holds an initialised `Mblk`, not in
+    // use (caller).
+    let m = unsafe { &mut *mp };
+    m.b_cont = std::ptr::null_mut();
+    m.b_rptr = base;
+    m.b_wptr = base;
+    m.b_band = 0;
+    m.b_pad1 = 0;
+    m.b_flag = 0;
+    m._pad = 0;
+    m.b_csum = 0;
+    // SAFETY: as above, its data block half holds an initialised `Dblk`.
+    let d = unsafe { &mut *dblk_of(b) };
+    d.db_type = M_DATA;
+    d.db_flag = 0;
+    d.db_size = u32::try_from(size).unwrap_or(u32::MAX);
+    env.born(mp);
+    mp
+}
+
 /// Allocates a message block of at least `size` bytes.
 ///
 /// # Arguments
@@ -206,56 +321,96 @@ pub(crate) fn new_message(env: &'static MsgEnv, flags: KmFlags, init: impl FnOnc
 /// // SAFETY: allocb returned a message block; it is freed once.
 /// unsafe { freeb(mp) };
 /// ```
+#[inline(always)]
 #[track_caller]
 pub fn allocb(size: usize, pri: u32) -> *mut Mblk {
+    // The small message without BPRI_WAITOK, inline at the call site: the environment
+    // lookup, a cache pop and the two header writes.
+    if size <= FASTBUF && pri & 0xff != BPRI_WAITOK {
+        return allocb_in(env::current(), size, KM_NOSLEEP);
+    }
+    allocb_other(size, pri)
+}
+
+/// [`allocb`] for every case but a small message without `BPRI_WAITOK`.
+#[inline(never)]
+#[track_caller]
+fn allocb_other(size: usize, pri: u32) -> *mut Mblk {
     let env = env::current();
     if pri & 0xff == BPRI_WAITOK && ddi_kmem::in_interrupt() {
-        env.misuse(StreamsError::SleepInInterrupt { call: "allocb(BPRI_WAITOK)" });
-        return std::ptr::null_mut();
+        return sleep_in_interrupt(env);
     }
     allocb_in(env, size, pri_flags(pri))
 }
 
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn sleep_in_interrupt(env: &MsgEnv) -> *mut Mblk {
+    env.misuse(StreamsError::SleepInInterrupt { call: "allocb(BPRI_WAITOK)" });
+    std::ptr::null_mut()
+}
+
+#[cold]
+#[inline(never)]
+fn no_memory(size: usize) -> *mut Mblk {
+    tracing::debug!(size, "allocb: no memory: NULL");
+    std::ptr::null_mut()
+}
+
+/// `allocb` in `env`: a combined block for a small message, else a combined block over a
+/// separate `kmem_alloc` buffer.
+#[inline(always)]
+#[track_caller]
 pub(crate) fn allocb_in(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *mut Mblk {
-    let mp = if size <= FASTBUF {
-        new_message(env, flags, |buf| DbInit {
-            base: buf,
-            lim: buf.wrapping_add(FASTBUF),
-            class: DbClass::Fast,
-            size,
-            frtn: NO_FRTN,
-            halves: 2,
-        })
-    } else {
-        let Some(extent) = env.arena.extent(size) else {
-            tracing::debug!(size, "allocb: size beyond the largest kmem class: NULL");
-            return std::ptr::null_mut();
-        };
-        // The whole extent is requested, so the slack up to db_lim is the caller's in a
-        // checking arena too (its redzone starts after the requested size).
-        let buf = env.kmem_alloc(extent, flags);
-        if buf.is_null() {
-            tracing::debug!(size, "allocb: kmem_alloc failed: NULL");
-            return std::ptr::null_mut();
-        }
-        let mp = new_message(env, flags, |_| DbInit {
-            base: buf,
-            lim: buf.wrapping_add(extent),
-            class: DbClass::Kmem,
-            size,
-            frtn: NO_FRTN,
-            halves: 2,
-        });
-        if mp.is_null() {
-            // SAFETY: `buf` came from this arena's alloc(extent) above and is unused.
-            unsafe { env.kmem_free(buf, extent) };
-        }
-        mp
-    };
-    if mp.is_null() {
-        tracing::debug!(size, "allocb: no memory: NULL");
+    if size > FASTBUF {
+        return allocb_large(env, size, flags);
     }
+    let b = kmem_cache_alloc(&env.cache, flags).cast::<Mdb>();
+    if b.is_null() {
+        return no_memory(size);
+    }
+    // SAFETY: `b` is fresh from env's cache, constructed.
+    unsafe { init_fast(b, env, size) }
+}
+
+/// `allocb` with a `kmem_alloc` buffer beside a combined block (its inline buffer unused):
+/// two allocations, the buffer first. `env` is the current arena's.
+#[inline(always)]
+#[track_caller]
+fn allocb_large(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *mut Mblk {
+    let Some(extent) = env.extent(size) else {
+        return too_large(size);
+    };
+    // The whole extent is requested, so the slack up to db_lim is the caller's in a
+    // checking arena too (its redzone starts after the requested size). `env` is the current
+    // arena's (from `env::current`), so the thread's kmem fast path serves it.
+    let buf = ddi_kmem::kmem_alloc(extent, flags).cast::<u8>();
+    if buf.is_null() {
+        return no_memory(size);
+    }
+    let b = kmem_cache_alloc(&env.cache, flags).cast::<Mdb>();
+    if b.is_null() {
+        // SAFETY: `buf` came from this arena's alloc(extent) above and is unused.
+        unsafe { env.kmem_free(buf, extent) };
+        return no_memory(size);
+    }
+    // SAFETY: `b` is fresh from the cache (constructed); the buffer is set just below.
+    let mp = unsafe { init_varying(b, env, buf, size) };
+    // The constructed state but for the buffer (which `free_kmem_message` restores).
+    // SAFETY: the block's data block half holds an initialised `Dblk`, ours alone.
+    let d = unsafe { &mut *dblk_of(b) };
+    d.db_base = buf;
+    d.db_lim = buf.wrapping_add(extent);
+    d.db_class = DbClass::Kmem;
     mp
+}
+
+#[cold]
+#[inline(never)]
+fn too_large(size: usize) -> *mut Mblk {
+    tracing::debug!(size, "allocb: size beyond the largest kmem class: NULL");
+    std::ptr::null_mut()
 }
 
 /// Tests whether a message of `size` bytes could be allocated now.
@@ -411,16 +566,13 @@ pub unsafe fn dupb(bp: *mut Mblk) -> *mut Mblk {
         return std::ptr::null_mut();
     }
     env::shared_dup("dupb", shared, shared.db_ref());
-    let unused = DbInit {
-        base: std::ptr::null_mut(),
-        lim: std::ptr::null_mut(),
-        class: DbClass::Unused,
-        size: 0,
-        frtn: NO_FRTN,
-        halves: 1,
-    };
-    // SAFETY: `b` is fresh from env's cache.
-    unsafe { init_dblk(b, env, unused) };
+    // The block's data block half stays unused: only its class and the count of live halves
+    // change from the constructed state (which `free_dup_block` restores).
+    // SAFETY: the data block half of a block fresh from env's cache: constructed (an
+    // initialised `Dblk`), not in use.
+    let unused = unsafe { &mut *dblk_of(b) };
+    unused.db_class = DbClass::Unused;
+    unused.db_halves = RefCount::new(1);
     let m = Mblk {
         b_band: src.b_band,
         b_flag: src.b_flag,
@@ -449,7 +601,9 @@ pub(crate) fn new_dblk(env: &'static MsgEnv, flags: KmFlags, base: *mut u8, len:
 /// `b` is a block no half of which is in use any more.
 unsafe fn block_free(b: *mut Mdb) {
     // SAFETY: the block is still allocated; `db_env` is set on every block.
-    let env: &MsgEnv = unsafe { (*dblk_of(b)).db_env };
+    let env: &'static MsgEnv = unsafe { (*dblk_of(b)).db_env };
+    // SAFETY: no half of `b` is in use (caller).
+    unsafe { restore(b, env) };
     // SAFETY: `b` came from this environment's cache and is freed once (caller).
     unsafe { kmem_cache_free(&env.cache, b.cast()) };
 }
@@ -491,6 +645,21 @@ unsafe fn free_data(d: *mut Dblk) {
     }
 }
 
+/// [`dblk_release`] without the checking hooks (no environment checks).
+///
+/// # Safety
+/// As [`dblk_release`].
+#[inline]
+unsafe fn dblk_release_unchecked(d: *mut Dblk) {
+    // SAFETY: the caller's reference keeps `d` live until the decrement.
+    if unsafe { (*d).db_ref.release() } {
+        // SAFETY: last reference, now exclusively ours.
+        unsafe { free_data(d) };
+        // SAFETY: the data block half of its block is no longer used.
+        unsafe { release_half(mdb_of_dblk(d)) };
+    }
+}
+
 /// Drops one reference to `d`, releasing the buffer and the data block half with the last.
 ///
 /// # Safety
@@ -508,13 +677,145 @@ pub(crate) unsafe fn dblk_release(call: &'static str, d: *mut Dblk) {
     }
 }
 
+/// The fast path of a free, when no environment checks and the message block is on no
+/// queue: a message block holding the only reference to the data block of its own combined
+/// block (`allocb`, the buffer inline or `kmem_alloc`'d) frees both at once, and a block of
+/// `dupb` drops its reference and frees its block. Returns `None` (having changed nothing)
+/// for every other case, which [`free_general`] handles.
+///
+/// The tests are those of `free_one` for this case, folded: the queue links and mark (a
+/// block on a queue still goes to `free_one`, which reports it), and the uniqueness test
+/// of `db_ref` ([`RefCount::is_unique`], the first step of [`RefCount::release`]).
+///
+/// # Safety
+/// As [`freeb`], `mp` not NULL.
+#[inline(always)]
+unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
+    if env::any_checking() {
+        return None;
+    }
+    let b = mdb_of_mblk(mp);
+    let own = dblk_of(b);
+    // SAFETY: `mp` is an allocated message block (caller; no arena checks, so the caller's
+    // word is all there is, as in `free_one`).
+    let m = unsafe { &mut *mp };
+    if (m.b_next.addr() | m.b_prev.addr()) != 0 || m.b_pad1 & crate::queue::MBLK_QUEUED != 0 {
+        return None;
+    }
+    // SAFETY: the block is allocated while its message block half is, which `mp` is; its data
+    // block half holds an initialised `Dblk` (the constructor's, or written since).
+    let own_d = unsafe { &*own };
+    let (class, env) = (own_d.db_class, own_d.db_env);
+    let d = m.b_datap;
+    if d == own {
+        // The block's own data block (allocb): free both halves at once when `mp` holds its
+        // only reference.
+        // SAFETY: `mp` holds a reference to `d`, so it is live.
+        if !unsafe { (*own).db_ref.is_unique() } {
+            return None;
+        }
+        match class {
+            DbClass::Fast => {}
+            // SAFETY: `mp`'s is the only reference to `d` and the block (see below).
+            DbClass::Kmem => return Some(unsafe { free_kmem_message(mp) }),
+            _ => return None,
+        }
+        // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
+        // its own (tested above), `db_ref` 1 (unique, and left at 1), `db_halves` 2 (both
+        // halves live until now), class `Fast` with the inline buffer (callers never write
+        // the other data block fields). LfS clears b_datap here; the constructed state keeps
+        // it (a checking arena poisons freed blocks instead).
+        // SAFETY: the sole reference to the data block is `mp`'s, given up here with the
+        // message block: neither half of the block is in use.
+        unsafe { kmem_cache_free(&env.cache, b.cast()) };
+        return Some(env);
+    }
+    if class != DbClass::Unused {
+        return None;
+    }
+    // SAFETY: forwarded contract; `mp` is a block of `dupb` on no queue.
+    Some(unsafe { free_dup_block(mp, d, env) })
+}
+
+/// Frees a message of `allocb` with a `kmem_alloc` buffer whose only reference is `mp`'s
+/// (`free_fast`): the buffer, then the block.
+///
+/// # Safety
+/// As [`freeb`]; `mp` is on no queue, its `b_datap` is its own block's data block, of class
+/// `DbClass::Kmem`, and `mp` holds its only reference.
+#[inline(never)]
+unsafe fn free_kmem_message(mp: *mut Mblk) -> &'static MsgEnv {
+    let b = mdb_of_mblk(mp);
+    let d = dblk_of(b);
+    // SAFETY: `mp` is allocated (caller) and its data block exclusively its own.
+    let dref = unsafe { &mut *d };
+    let (env, base, cap) = (dref.db_env, dref.db_base, dref.capacity());
+    // Back to the constructed state: only the buffer and the class differ from it (as in
+    // `free_fast`).
+    let inline = buf_of(b);
+    dref.db_base = inline;
+    dref.db_lim = inline.wrapping_add(FASTBUF);
+    dref.db_class = DbClass::Fast;
+    // SAFETY: a Kmem buffer came from its environment's arena with `db_lim - db_base` bytes
+    // and is freed once, at the last reference, which `mp`'s is.
+    unsafe { env.kmem_free(base, cap) };
+    // SAFETY: neither half of the block is in use any more.
+    unsafe { kmem_cache_free(&env.cache, b.cast()) };
+    env
+}
+
+/// Frees a message block of `dupb` (its own data block half unused) on no queue, when no
+/// environment checks.
+///
+/// # Safety
+/// As [`freeb`]; `mp` is on no queue, its block's data block is `DbClass::Unused`, `d` is
+/// `mp`'s `b_datap` and `env` its block's environment.
+#[inline(never)]
+unsafe fn free_dup_block(mp: *mut Mblk, d: *mut Dblk, env: &'static MsgEnv) -> &'static MsgEnv {
+    // A block of `dupb`: its data block half is unused (`db_halves` 1, never raised), so the
+    // block is `mp`'s alone. Drop `mp`'s reference to the shared data block, as
+    // `dblk_release` does, then restore the block (its `b_datap` too) and free it.
+    // SAFETY: `mp` held a reference to `d`, given up here and not used afterwards.
+    unsafe { dblk_release_unchecked(d) };
+    let b = mdb_of_mblk(mp);
+    // Back to the constructed state: `dupb` changed the message block's `b_datap` and its
+    // unused data block's class and halves (`b_next`/`b_prev` are NULL, tested by
+    // `free_fast`; the other message block fields vary and `init_fast` writes them).
+    // SAFETY: the block's only live half was `mp`'s message block, released above; both
+    // halves hold initialised values.
+    let own = unsafe { &mut *dblk_of(b) };
+    own.db_class = DbClass::Fast;
+    own.db_halves = RefCount::new(2);
+    // SAFETY: as above.
+    unsafe { (*mp).b_datap = dblk_of(b) };
+    // SAFETY: as above; a `dupb` block comes from the small cache.
+    unsafe { kmem_cache_free(&env.cache, b.cast()) };
+    env
+}
+
 /// Frees one message block; returns the environment to kick bufcalls in, or `None` when a
 /// misuse was reported and the free refused.
 ///
 /// # Safety
 /// As [`freeb`].
+#[inline]
 #[track_caller]
 pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'static MsgEnv> {
+    // SAFETY: forwarded contract.
+    match unsafe { free_fast(mp) } {
+        Some(env) => Some(env),
+        // SAFETY: forwarded contract.
+        None => unsafe { free_general(call, mp) },
+    }
+}
+
+/// [`free_one`] for every case [`free_fast`] does not take.
+///
+/// # Safety
+/// As [`freeb`].
+#[inline(never)]
+#[track_caller]
+unsafe fn free_general(call: &'static str, mp: *mut Mblk) -> Option<&'static MsgEnv> {
     if !env::check_live(call, mp) {
         return None;
     }
@@ -524,7 +825,7 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
     // SAFETY: the block is allocated while its message block half is, which `mp` is.
     let own_env: &'static MsgEnv = unsafe { (*dblk_of(own)).db_env };
     if !m.b_next.is_null() || !m.b_prev.is_null() || m.b_pad1 & crate::queue::MBLK_QUEUED != 0 {
-        env::checking().unwrap_or(own_env).misuse(StreamsError::StillQueued { call, addr: mp.addr() });
+        still_queued(call, mp, own_env);
         return None;
     }
     env::forget(mp);
@@ -557,6 +858,13 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
     Some(own_env)
 }
 
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn still_queued(call: &'static str, mp: *mut Mblk, own_env: &'static MsgEnv) {
+    env::checking().unwrap_or(own_env).misuse(StreamsError::StillQueued { call, addr: mp.addr() });
+}
+
 /// Frees a message block, and its data block with the last reference.
 ///
 /// # Arguments
@@ -581,13 +889,29 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
 /// Unless the current arena checks: `mp` is NULL or an allocated message block, not used
 /// afterwards. A checking arena reports a block that is not allocated and refuses the free
 /// (until the same address is reused by a later allocation).
+#[inline(always)]
 #[track_caller]
 pub unsafe fn freeb(mp: *mut Mblk) {
     if mp.is_null() {
         return;
     }
     // SAFETY: forwarded contract.
-    if let Some(env) = unsafe { free_one("freeb", mp) } {
+    match unsafe { free_fast(mp) } {
+        Some(env) => env.bufcalls.kick(),
+        // SAFETY: forwarded contract.
+        None => unsafe { freeb_general(mp) },
+    }
+}
+
+/// [`freeb`] when [`free_fast`] does not apply.
+///
+/// # Safety
+/// As [`freeb`], `mp` not NULL.
+#[inline(never)]
+#[track_caller]
+unsafe fn freeb_general(mp: *mut Mblk) {
+    // SAFETY: forwarded contract.
+    if let Some(env) = unsafe { free_general("freeb", mp) } {
         env.bufcalls.kick();
     }
 }

@@ -322,6 +322,15 @@ impl RefCount {
         }
     }
 
+    /// Whether the caller's reference is the only one (the first step of
+    /// [`RefCount::release`]): then dropping it is the last release, with no atomic
+    /// read-modify-write. The free fast path uses it to free a sole-referenced block at once.
+    #[inline]
+    pub fn is_unique(&self) -> bool {
+        // Acquire: pairs with the Release decrements of former holders (see `release`).
+        self.0.load(Ordering::Acquire) == 1
+    }
+
     /// Drops one reference; returns `true` if it was the last, in which case the caller
     /// now owns the block exclusively and frees it.
     #[inline]
@@ -337,7 +346,7 @@ impl RefCount {
         // decrements of former holders as the fence below does. The count is left at 1 in
         // memory: the block is freed, and reinitialised when it is next allocated. (bytes
         // `BytesMut` and `Arc::get_mut` use the same uniqueness test.)
-        if self.0.load(Ordering::Acquire) == 1 {
+        if self.is_unique() {
             return true;
         }
         if self.0.fetch_sub(1, Ordering::Release) != 1 {
