@@ -48,6 +48,43 @@ pub(crate) struct Mdb {
 
 pub(crate) const MDB_SIZE: usize = size_of::<Mdb>();
 pub(crate) const MDB_ALIGN: usize = 64;
+/// The message block and data block at the start of every combined block; the data
+/// buffer follows.
+pub(crate) const HEADER_SIZE: usize = offset_of!(Mdb, buf);
+
+/// The largest `allocb` size served by a large combined block (header and buffer in one
+/// cache object, as illumos's `streams_dblk_N` caches), when the arena's `kmem_alloc`
+/// classes are the powers of two 256 to 2048 (the native arenas; see
+/// `env::lookup_or_create`). Larger sizes, and sizes in an arena whose classes differ,
+/// take a separate `kmem_alloc` buffer.
+///
+/// Why 2048: it covers an Ethernet frame (1514 bytes), the most common large message, with
+/// four caches per arena. Each cache keeps at most two magazines of buffers idle per
+/// thread (ddi-kmem: at most 32 KiB each), so the classes cost at most 256 KiB of idle
+/// memory per thread and arena that allocates large messages. Per message, a combined block
+/// of class `D` is `128 + D` bytes (header and buffer), less than the separate layout's
+/// 256-byte small block plus a `D`-byte buffer.
+pub(crate) const COMBINED_MAX: usize = 2048;
+/// How many large combined classes: 256, 512, 1024 and 2048 bytes of data.
+pub(crate) const BIG_CLASSES: usize = 4;
+/// Cache names of the large combined classes.
+pub(crate) const BIG_CACHE_NAMES: [&str; BIG_CLASSES] =
+    ["streams_mdbblock_256", "streams_mdbblock_512", "streams_mdbblock_1024", "streams_mdbblock_2048"];
+
+/// The bytes of data of large combined class `i`.
+#[inline]
+pub(crate) const fn big_data_size(i: usize) -> usize {
+    (FASTBUF * 2) << i
+}
+
+/// The large combined class serving `size` (`FASTBUF < size <= COMBINED_MAX`): the
+/// smallest power of two at least `size`, as an index from 256.
+#[inline]
+fn big_index_of(size: usize) -> usize {
+    (usize::BITS - (size - 1).leading_zeros()) as usize - 8
+}
+
+const _: () = assert!(big_data_size(BIG_CLASSES - 1) == COMBINED_MAX);
 
 // Layout assumptions (the header is 128 bytes: the target). Under loom the atomics
 // are loom's, whose size differs; the layout is not what loom models.
@@ -233,16 +270,34 @@ pub(crate) fn mdb_constructor(buf: *mut c_void, private: *mut c_void, _kmflag: K
     0
 }
 
+/// The constructor of large combined class `I`: as [`mdb_constructor`], with `256 << I`
+/// bytes of inline buffer and class `DbClass::BIG[I]`.
+pub(crate) fn big_constructor<const I: usize>(buf: *mut c_void, private: *mut c_void, _kmflag: KmFlags) -> i32 {
+    // SAFETY: as in `mdb_constructor`.
+    let env: &'static MsgEnv = unsafe { &*private.cast::<MsgEnv>() };
+    let b = buf.cast::<Mdb>();
+    let base = buf_of(b);
+    // SAFETY: a buffer of HEADER_SIZE + big_data_size(I) bytes aligned to MDB_ALIGN, not in
+    // use; its header is laid out as the small block's.
+    unsafe { write_headers(b, env, base, base.wrapping_add(big_data_size(I)), DbClass::BIG[I], 0) };
+    0
+}
+
 /// Puts a block whose halves are both released back into the constructed state (see
-/// [`mdb_constructor`]) before it returns to the cache.
+/// [`mdb_constructor`]) before it returns to the cache: its class's, `class` being the
+/// class of its data block (a large combined block's stays its class in every state).
 ///
 /// # Safety
-/// `b` is a block of `env`'s cache, no half of it in use.
+/// `b` is a block of `env`'s cache for `class`, no half of it in use.
 #[inline]
-unsafe fn restore(b: *mut Mdb, env: &'static MsgEnv) {
+unsafe fn restore(b: *mut Mdb, env: &'static MsgEnv, class: DbClass) {
     let base = buf_of(b);
+    let (class, data) = match class.big_index() {
+        Some(i) => (class, big_data_size(i)),
+        None => (DbClass::Fast, FASTBUF),
+    };
     // SAFETY: forwarded contract.
-    unsafe { write_headers(b, env, base, base.wrapping_add(FASTBUF), DbClass::Fast, 0) };
+    unsafe { write_headers(b, env, base, base.wrapping_add(data), class, 0) };
 }
 
 /// A small message in a constructed block: writes only the fields that vary between
@@ -363,14 +418,21 @@ fn no_memory(size: usize) -> *mut Mblk {
 #[inline(always)]
 #[track_caller]
 pub(crate) fn allocb_in(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *mut Mblk {
-    if size > FASTBUF {
+    let cache = if size <= FASTBUF {
+        &env.cache
+    } else if size <= COMBINED_MAX {
+        match &env.big[big_index_of(size)] {
+            Some(c) => c,
+            None => return allocb_large(env, size, flags),
+        }
+    } else {
         return allocb_large(env, size, flags);
-    }
-    let b = kmem_cache_alloc(&env.cache, flags).cast::<Mdb>();
+    };
+    let b = kmem_cache_alloc(cache, flags).cast::<Mdb>();
     if b.is_null() {
         return no_memory(size);
     }
-    // SAFETY: `b` is fresh from env's cache, constructed.
+    // SAFETY: `b` is fresh from one of env's caches, constructed with its inline buffer.
     unsafe { init_fast(b, env, size) }
 }
 
@@ -600,12 +662,13 @@ pub(crate) fn new_dblk(env: &'static MsgEnv, flags: KmFlags, base: *mut u8, len:
 /// # Safety
 /// `b` is a block no half of which is in use any more.
 unsafe fn block_free(b: *mut Mdb) {
-    // SAFETY: the block is still allocated; `db_env` is set on every block.
-    let env: &'static MsgEnv = unsafe { (*dblk_of(b)).db_env };
-    // SAFETY: no half of `b` is in use (caller).
-    unsafe { restore(b, env) };
-    // SAFETY: `b` came from this environment's cache and is freed once (caller).
-    unsafe { kmem_cache_free(&env.cache, b.cast()) };
+    // SAFETY: the block is still allocated; its data block half is initialised.
+    let d = unsafe { &*dblk_of(b) };
+    let (env, class): (&'static MsgEnv, DbClass) = (d.db_env, d.db_class);
+    // SAFETY: no half of `b` is in use (caller); it came from the cache of `class`.
+    unsafe { restore(b, env, class) };
+    // SAFETY: `b` came from this environment's cache for `class` and is freed once (caller).
+    unsafe { kmem_cache_free(env.block_cache(class), b.cast()) };
 }
 
 /// Releases one live half of `b`; frees the block with the last.
@@ -631,7 +694,7 @@ unsafe fn free_data(d: *mut Dblk) {
     let d = unsafe { &*d };
     env::shared_forget(d);
     match d.db_class {
-        DbClass::Fast | DbClass::Unused => {}
+        DbClass::Fast | DbClass::Unused | DbClass::Big256 | DbClass::Big512 | DbClass::Big1024 | DbClass::Big2048 => {}
         DbClass::Kmem => {
             // SAFETY: a Kmem buffer came from its environment's arena with `db_lim -
             // db_base` bytes and is freed once, at the last reference.
@@ -714,20 +777,21 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
         if !unsafe { (*own).db_ref.is_unique() } {
             return None;
         }
-        match class {
-            DbClass::Fast => {}
+        let cache = match class {
+            DbClass::Fast => &env.cache,
             // SAFETY: `mp`'s is the only reference to `d` and the block (see below).
             DbClass::Kmem => return Some(unsafe { free_kmem_message(mp) }),
+            DbClass::Big256 | DbClass::Big512 | DbClass::Big1024 | DbClass::Big2048 => env.block_cache(class),
             _ => return None,
-        }
+        };
         // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
         // its own (tested above), `db_ref` 1 (unique, and left at 1), `db_halves` 2 (both
         // halves live until now), class `Fast` with the inline buffer (callers never write
         // the other data block fields). LfS clears b_datap here; the constructed state keeps
         // it (a checking arena poisons freed blocks instead).
         // SAFETY: the sole reference to the data block is `mp`'s, given up here with the
-        // message block: neither half of the block is in use.
-        unsafe { kmem_cache_free(&env.cache, b.cast()) };
+        // message block: neither half of the block is in use; it came from `cache`.
+        unsafe { kmem_cache_free(cache, b.cast()) };
         return Some(env);
     }
     if class != DbClass::Unused {

@@ -205,6 +205,26 @@ pub(crate) enum DbClass {
     External = 2,
     /// The data block half of a block allocated by `dupb`; never used.
     Unused = 3,
+    /// The buffer inside a large combined block of 256 bytes of data (`allocb`); nothing to
+    /// release, the block returns to the environment's cache of that class.
+    Big256 = 4,
+    /// As `Big256`, 512 bytes.
+    Big512 = 5,
+    /// As `Big256`, 1024 bytes.
+    Big1024 = 6,
+    /// As `Big256`, 2048 bytes.
+    Big2048 = 7,
+}
+
+impl DbClass {
+    /// The large combined classes, by index (`256 << i` bytes of data).
+    pub(crate) const BIG: [DbClass; 4] = [DbClass::Big256, DbClass::Big512, DbClass::Big1024, DbClass::Big2048];
+
+    /// The index of a large combined class, or `None` for the others.
+    #[inline]
+    pub(crate) fn big_index(self) -> Option<usize> {
+        (self as u8).checked_sub(DbClass::Big256 as u8).map(usize::from)
+    }
 }
 
 /// `dblk_t`: the data block, which owns a buffer and counts the message blocks that refer

@@ -50,6 +50,10 @@ pub(crate) struct Live {
     pub(crate) arena: Arena,
     /// Combined blocks (`Mdb`): message block, data block and FASTBUF bytes of data.
     pub(crate) cache: KmemCache,
+    /// Large combined blocks: message block, data block and `256 << i` bytes of data, for
+    /// the classes whose data size is the arena's `kmem_alloc` extent of every size they
+    /// serve (see [`crate::alloc::COMBINED_MAX`]); `None` for the others.
+    pub(crate) big: [Option<KmemCache>; crate::alloc::BIG_CLASSES],
     pub(crate) checking: bool,
     /// The arena's `kmem_alloc` classes are the powers of two up to [`EXTENT_CACHED`].
     pow2_classes: bool,
@@ -198,6 +202,18 @@ fn pow2_classes(arena: &Arena) -> bool {
     true
 }
 
+impl Live {
+    /// The cache a combined block whose data block has class `class` returns to.
+    #[inline]
+    pub(crate) fn block_cache(&self, class: crate::dblk::DbClass) -> &KmemCache {
+        match class.big_index() {
+            // A block of a big class was taken from that class's cache, which exists.
+            Some(i) => self.big[i].as_ref().expect("streams: a big combined block without its cache"),
+            None => &self.cache,
+        }
+    }
+}
+
 /// Whether any environment checks: when not, the fast paths skip every checking hook.
 #[inline(always)]
 pub(crate) fn any_checking() -> bool {
@@ -251,13 +267,47 @@ fn lookup_or_create(arena: Arena, key: usize) -> &'static MsgEnv {
             0,
         )
     });
+    const BIG_CTORS: [ddi_kmem::KmemConstructor; crate::alloc::BIG_CLASSES] = [
+        crate::alloc::big_constructor::<0>,
+        crate::alloc::big_constructor::<1>,
+        crate::alloc::big_constructor::<2>,
+        crate::alloc::big_constructor::<3>,
+    ];
+    let big = std::array::from_fn(|i| {
+        let data = crate::alloc::big_data_size(i);
+        // A class serves the sizes data/2+1..=data: only when kmem_alloc would give every one
+        // of them exactly `data` bytes (extent is monotonic), so db_lim is what it would be
+        // with a separate buffer.
+        let fits = arena.extent(data / 2 + 1) == Some(data) && arena.extent(data) == Some(data);
+        fits.then(|| {
+            arena.run(|| {
+                kmem_cache_create(
+                    crate::alloc::BIG_CACHE_NAMES[i],
+                    crate::alloc::HEADER_SIZE + data,
+                    crate::alloc::MDB_ALIGN,
+                    Some(BIG_CTORS[i]),
+                    None,
+                    None,
+                    std::ptr::from_ref(env).cast_mut().cast(),
+                    std::ptr::null_mut(),
+                    0,
+                )
+            })
+        })
+    });
     let checking = arena.checking().any();
     if checking {
         ANY_CHECKING.store(true, Ordering::Relaxed);
     }
     tracing::debug!(arena = arena.name(), checking, "streams: message environment created");
-    let live =
-        Live { response: arena.response(), arena: arena.clone(), cache, checking, pow2_classes: pow2_classes(&arena) };
+    let live = Live {
+        response: arena.response(),
+        arena: arena.clone(),
+        cache,
+        big,
+        checking,
+        pow2_classes: pow2_classes(&arena),
+    };
     // SAFETY: a pooled or new environment serves no arena: its `live` is not initialised (the
     // close hook dropped it), no block of it is in use, and no thread can reach it until it
     // is published below.
@@ -292,7 +342,8 @@ pub fn message_environments() -> EnvCounts {
 /// The close hook of an environment's arena.
 fn close(key: usize, env: &'static MsgEnv) {
     REGISTRY.lock().retain(|(k, _)| *k != key);
-    let in_use = env.cache.stats().buffers_in_use;
+    let in_use =
+        env.cache.stats().buffers_in_use + env.big.iter().flatten().map(|c| c.stats().buffers_in_use).sum::<usize>();
     if in_use > 0 {
         let name = env.arena.name().to_owned();
         tracing::error!(arena = %name, blocks = in_use, "STREAMS: arena closed with message blocks in use");
