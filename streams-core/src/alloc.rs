@@ -5,6 +5,7 @@ use crate::env::{self, MsgEnv};
 use crate::error::StreamsError;
 use crate::mblk::Mblk;
 use ddi_kmem::{KM_NOSLEEP, KM_SLEEP, KmFlags, kmem_cache_alloc, kmem_cache_free};
+use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 
 /// Bytes of data a small message keeps inside its combined block: `allocb(size)` with
@@ -47,6 +48,43 @@ pub(crate) struct Mdb {
 
 pub(crate) const MDB_SIZE: usize = size_of::<Mdb>();
 pub(crate) const MDB_ALIGN: usize = 64;
+/// The message block and data block at the start of every combined block; the data
+/// buffer follows.
+pub(crate) const HEADER_SIZE: usize = offset_of!(Mdb, buf);
+
+/// The largest `allocb` size served by a large combined block (header and buffer in one
+/// cache object, as illumos's `streams_dblk_N` caches), when the arena's `kmem_alloc`
+/// classes are the powers of two 256 to 2048 (the native arenas; see
+/// `env::lookup_or_create`). Larger sizes, and sizes in an arena whose classes differ,
+/// take a separate `kmem_alloc` buffer.
+///
+/// Why 2048: it covers an Ethernet frame (1514 bytes), the most common large message, with
+/// four caches per arena. Each cache keeps at most two magazines of buffers idle per
+/// thread (ddi-kmem: at most 32 KiB each), so the classes cost at most 256 KiB of idle
+/// memory per thread and arena that allocates large messages. Per message, a combined block
+/// of class `D` is `128 + D` bytes (header and buffer), less than the separate layout's
+/// 256-byte small block plus a `D`-byte buffer.
+pub(crate) const COMBINED_MAX: usize = 2048;
+/// How many large combined classes: 256, 512, 1024 and 2048 bytes of data.
+pub(crate) const BIG_CLASSES: usize = 4;
+/// Cache names of the large combined classes.
+pub(crate) const BIG_CACHE_NAMES: [&str; BIG_CLASSES] =
+    ["streams_mdbblock_256", "streams_mdbblock_512", "streams_mdbblock_1024", "streams_mdbblock_2048"];
+
+/// The bytes of data of large combined class `i`.
+#[inline]
+pub(crate) const fn big_data_size(i: usize) -> usize {
+    (FASTBUF * 2) << i
+}
+
+/// The large combined class serving `size` (`FASTBUF < size <= COMBINED_MAX`): the
+/// smallest power of two at least `size`, as an index from 256.
+#[inline]
+fn big_index_of(size: usize) -> usize {
+    (usize::BITS - (size - 1).leading_zeros()) as usize - 8
+}
+
+const _: () = assert!(big_data_size(BIG_CLASSES - 1) == COMBINED_MAX);
 
 // Layout assumptions (the header is 128 bytes: the issue's target). Under loom the atomics
 // are loom's, whose size differs; the layout is not what loom models.
@@ -171,6 +209,138 @@ pub(crate) fn new_message(env: &'static MsgEnv, flags: KmFlags, init: impl FnOnc
     mp
 }
 
+/// Writes a whole fresh message (both halves) into block `b`: an `M_DATA` message over
+/// `base..lim` with `db_ref` 1, as `allocb` returns it; the two headers are written as two
+/// whole values (a template copy).
+///
+/// # Safety
+/// `b` is a block of `env`'s cache, no half of it in use; `base..lim` is the buffer `class`
+/// implies (the block's own for `DbClass::Fast`).
+#[inline(always)]
+unsafe fn write_headers(
+    b: *mut Mdb,
+    env: &'static MsgEnv,
+    base: *mut u8,
+    lim: *mut u8,
+    class: DbClass,
+    size: usize,
+) -> *mut Mblk {
+    let d = dblk_of(b);
+    let dblk = Dblk {
+        db_frtnp: std::ptr::null_mut(),
+        db_base: base,
+        db_lim: lim,
+        db_ref: RefCount::new(1),
+        db_type: M_DATA,
+        db_class: class,
+        db_flag: 0,
+        db_size: u32::try_from(size).unwrap_or(u32::MAX),
+        db_halves: RefCount::new(2),
+        frtn: NO_FRTN,
+        db_env: env,
+    };
+    // SAFETY: the data block half of a fresh cache object of at least MDB_SIZE bytes,
+    // aligned for Dblk, not in use (caller).
+    unsafe { d.write(dblk) };
+    let m = mblk_of(b);
+    // SAFETY: the message block half of the same block, aligned, not in use (caller).
+    unsafe { m.write(Mblk::new(base, d)) };
+    m
+}
+
+/// The constructor of the combined-block cache (Solaris constructed state, as illumos
+/// `dblk_constructor`): writes the block as `allocb(0)` would return it, so that `allocb`
+/// writes only what varies between messages ([`init_fast`]).
+///
+/// The invariants of the constructed state, which every path that returns a block to the
+/// cache restores ([`restore`], or kept by construction on the fast free path):
+/// `b_next`, `b_prev` NULL; `b_datap` the block's own data block; `db_frtnp` NULL,
+/// `db_base`/`db_lim` the inline buffer, `db_ref` 1, `db_class` `Fast`, `db_halves` 2,
+/// `frtn` empty, `db_env` the cache's environment (`private`). A `dupb` block keeps all of
+/// them but `b_datap`, `db_class` (`Unused`) and `db_halves` (1).
+pub(crate) fn mdb_constructor(buf: *mut c_void, private: *mut c_void, _kmflag: KmFlags) -> i32 {
+    // SAFETY: the cache's private argument is its environment (`env::lookup_or_create`);
+    // environments are never freed. Only the reference is stored, its `live` is not read.
+    let env: &'static MsgEnv = unsafe { &*private.cast::<MsgEnv>() };
+    let b = buf.cast::<Mdb>();
+    let base = buf_of(b);
+    // SAFETY: the cache hands its constructor a buffer of MDB_SIZE bytes aligned to MDB_ALIGN,
+    // not in use.
+    unsafe { write_headers(b, env, base, base.wrapping_add(FASTBUF), DbClass::Fast, 0) };
+    0
+}
+
+/// The constructor of large combined class `I`: as [`mdb_constructor`], with `256 << I`
+/// bytes of inline buffer and class `DbClass::BIG[I]`.
+pub(crate) fn big_constructor<const I: usize>(buf: *mut c_void, private: *mut c_void, _kmflag: KmFlags) -> i32 {
+    // SAFETY: as in `mdb_constructor`.
+    let env: &'static MsgEnv = unsafe { &*private.cast::<MsgEnv>() };
+    let b = buf.cast::<Mdb>();
+    let base = buf_of(b);
+    // SAFETY: a buffer of HEADER_SIZE + big_data_size(I) bytes aligned to MDB_ALIGN, not in
+    // use; its header is laid out as the small block's.
+    unsafe { write_headers(b, env, base, base.wrapping_add(big_data_size(I)), DbClass::BIG[I], 0) };
+    0
+}
+
+/// Puts a block whose halves are both released back into the constructed state (see
+/// [`mdb_constructor`]) before it returns to the cache: its class's, `class` being the
+/// class of its data block (a large combined block's stays its class in every state).
+///
+/// # Safety
+/// `b` is a block of `env`'s cache for `class`, no half of it in use.
+#[inline]
+unsafe fn restore(b: *mut Mdb, env: &'static MsgEnv, class: DbClass) {
+    let base = buf_of(b);
+    let (class, data) = match class.big_index() {
+        Some(i) => (class, big_data_size(i)),
+        None => (DbClass::Fast, FASTBUF),
+    };
+    // SAFETY: forwarded contract.
+    unsafe { write_headers(b, env, base, base.wrapping_add(data), class, 0) };
+}
+
+/// A small message in a constructed block: writes only the fields that vary between
+/// messages, or that a message's user may have changed and the fast free path does not
+/// restore (`b_cont`, the read and write pointers, `b_band`/`b_flag`, `b_csum`, `db_type`,
+/// `db_flag`, `db_size`). The rest is the constructed state ([`mdb_constructor`]).
+///
+/// # Safety
+/// `b` is a block fresh from `env`'s cache (constructed, no half in use).
+#[inline(always)]
+unsafe fn init_fast(b: *mut Mdb, env: &'static MsgEnv, size: usize) -> *mut Mblk {
+    // SAFETY: forwarded contract; the inline buffer.
+    unsafe { init_varying(b, env, buf_of(b), size) }
+}
+
+/// [`init_fast`] over the buffer at `base`: the message block's pointers start there.
+///
+/// # Safety
+/// As [`init_fast`]; `base` is the block's inline buffer, or the caller sets `db_base`,
+/// `db_lim` and `db_class` for its own buffer afterwards.
+#[inline(always)]
+unsafe fn init_varying(b: *mut Mdb, env: &'static MsgEnv, base: *mut u8, size: usize) -> *mut Mblk {
+    let mp = mblk_of(b);
+    // SAFETY: a constructed block: its message block half holds an initialised `Mblk`, not in
+    // use (caller).
+    let m = unsafe { &mut *mp };
+    m.b_cont = std::ptr::null_mut();
+    m.b_rptr = base;
+    m.b_wptr = base;
+    m.b_band = 0;
+    m.b_pad1 = 0;
+    m.b_flag = 0;
+    m._pad = 0;
+    m.b_csum = 0;
+    // SAFETY: as above, its data block half holds an initialised `Dblk`.
+    let d = unsafe { &mut *dblk_of(b) };
+    d.db_type = M_DATA;
+    d.db_flag = 0;
+    d.db_size = u32::try_from(size).unwrap_or(u32::MAX);
+    env.born(mp);
+    mp
+}
+
 /// Allocates a message block of at least `size` bytes.
 ///
 /// # Arguments
@@ -206,56 +376,103 @@ pub(crate) fn new_message(env: &'static MsgEnv, flags: KmFlags, init: impl FnOnc
 /// // SAFETY: allocb returned a message block; it is freed once.
 /// unsafe { freeb(mp) };
 /// ```
+#[inline(always)]
 #[track_caller]
 pub fn allocb(size: usize, pri: u32) -> *mut Mblk {
+    // The small message without BPRI_WAITOK, inline at the call site: the environment
+    // lookup, a cache pop and the two header writes.
+    if size <= FASTBUF && pri & 0xff != BPRI_WAITOK {
+        return allocb_in(env::current(), size, KM_NOSLEEP);
+    }
+    allocb_other(size, pri)
+}
+
+/// [`allocb`] for every case but a small message without `BPRI_WAITOK`.
+#[inline(never)]
+#[track_caller]
+fn allocb_other(size: usize, pri: u32) -> *mut Mblk {
     let env = env::current();
     if pri & 0xff == BPRI_WAITOK && ddi_kmem::in_interrupt() {
-        env.misuse(StreamsError::SleepInInterrupt { call: "allocb(BPRI_WAITOK)" });
-        return std::ptr::null_mut();
+        return sleep_in_interrupt(env);
     }
     allocb_in(env, size, pri_flags(pri))
 }
 
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn sleep_in_interrupt(env: &MsgEnv) -> *mut Mblk {
+    env.misuse(StreamsError::SleepInInterrupt { call: "allocb(BPRI_WAITOK)" });
+    std::ptr::null_mut()
+}
+
+#[cold]
+#[inline(never)]
+fn no_memory(size: usize) -> *mut Mblk {
+    tracing::debug!(size, "allocb: no memory: NULL");
+    std::ptr::null_mut()
+}
+
+/// `allocb` in `env`: a combined block for a small message, else a combined block over a
+/// separate `kmem_alloc` buffer.
+#[inline(always)]
+#[track_caller]
 pub(crate) fn allocb_in(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *mut Mblk {
-    let mp = if size <= FASTBUF {
-        new_message(env, flags, |buf| DbInit {
-            base: buf,
-            lim: buf.wrapping_add(FASTBUF),
-            class: DbClass::Fast,
-            size,
-            frtn: NO_FRTN,
-            halves: 2,
-        })
+    let cache = if size <= FASTBUF {
+        &env.cache
+    } else if size <= COMBINED_MAX {
+        match &env.big[big_index_of(size)] {
+            Some(c) => c,
+            None => return allocb_large(env, size, flags),
+        }
     } else {
-        let Some(extent) = env.arena.extent(size) else {
-            tracing::debug!(size, "allocb: size beyond the largest kmem class: NULL");
-            return std::ptr::null_mut();
-        };
-        // The whole extent is requested, so the slack up to db_lim is the caller's in a
-        // checking arena too (its redzone starts after the requested size).
-        let buf = env.kmem_alloc(extent, flags);
-        if buf.is_null() {
-            tracing::debug!(size, "allocb: kmem_alloc failed: NULL");
-            return std::ptr::null_mut();
-        }
-        let mp = new_message(env, flags, |_| DbInit {
-            base: buf,
-            lim: buf.wrapping_add(extent),
-            class: DbClass::Kmem,
-            size,
-            frtn: NO_FRTN,
-            halves: 2,
-        });
-        if mp.is_null() {
-            // SAFETY: `buf` came from this arena's alloc(extent) above and is unused.
-            unsafe { env.kmem_free(buf, extent) };
-        }
-        mp
+        return allocb_large(env, size, flags);
     };
-    if mp.is_null() {
-        tracing::debug!(size, "allocb: no memory: NULL");
+    let b = kmem_cache_alloc(cache, flags).cast::<Mdb>();
+    if b.is_null() {
+        return no_memory(size);
     }
+    // SAFETY: `b` is fresh from one of env's caches, constructed with its inline buffer.
+    unsafe { init_fast(b, env, size) }
+}
+
+/// `allocb` with a `kmem_alloc` buffer beside a combined block (its inline buffer unused):
+/// two allocations, the buffer first. `env` is the current arena's.
+#[inline(always)]
+#[track_caller]
+fn allocb_large(env: &'static MsgEnv, size: usize, flags: KmFlags) -> *mut Mblk {
+    let Some(extent) = env.extent(size) else {
+        return too_large(size);
+    };
+    // The whole extent is requested, so the slack up to db_lim is the caller's in a
+    // checking arena too (its redzone starts after the requested size). `env` is the current
+    // arena's (from `env::current`), so the thread's kmem fast path serves it.
+    let buf = ddi_kmem::kmem_alloc(extent, flags).cast::<u8>();
+    if buf.is_null() {
+        return no_memory(size);
+    }
+    let b = kmem_cache_alloc(&env.cache, flags).cast::<Mdb>();
+    if b.is_null() {
+        // SAFETY: `buf` came from this arena's alloc(extent) above and is unused.
+        unsafe { env.kmem_free(buf, extent) };
+        return no_memory(size);
+    }
+    // SAFETY: `b` is fresh from the cache (constructed); the buffer is set just below.
+    let mp = unsafe { init_varying(b, env, buf, size) };
+    // The constructed state but for the buffer (which `free_kmem_message` restores).
+    // SAFETY: the block's data block half holds an initialised `Dblk`, ours alone.
+    let d = unsafe { &mut *dblk_of(b) };
+    d.db_base = buf;
+    d.db_lim = buf.wrapping_add(extent);
+    d.db_class = DbClass::Kmem;
     mp
+}
+
+#[cold]
+#[inline(never)]
+fn too_large(size: usize) -> *mut Mblk {
+    tracing::debug!(size, "allocb: size beyond the largest kmem class: NULL");
+    std::ptr::null_mut()
 }
 
 /// Tests whether a message of `size` bytes could be allocated now.
@@ -411,16 +628,13 @@ pub unsafe fn dupb(bp: *mut Mblk) -> *mut Mblk {
         return std::ptr::null_mut();
     }
     env::shared_dup("dupb", shared, shared.db_ref());
-    let unused = DbInit {
-        base: std::ptr::null_mut(),
-        lim: std::ptr::null_mut(),
-        class: DbClass::Unused,
-        size: 0,
-        frtn: NO_FRTN,
-        halves: 1,
-    };
-    // SAFETY: `b` is fresh from env's cache.
-    unsafe { init_dblk(b, env, unused) };
+    // The block's data block half stays unused: only its class and the count of live halves
+    // change from the constructed state (which `free_dup_block` restores).
+    // SAFETY: the data block half of a block fresh from env's cache: constructed (an
+    // initialised `Dblk`), not in use.
+    let unused = unsafe { &mut *dblk_of(b) };
+    unused.db_class = DbClass::Unused;
+    unused.db_halves = RefCount::new(1);
     let m = Mblk {
         b_band: src.b_band,
         b_flag: src.b_flag,
@@ -448,10 +662,13 @@ pub(crate) fn new_dblk(env: &'static MsgEnv, flags: KmFlags, base: *mut u8, len:
 /// # Safety
 /// `b` is a block no half of which is in use any more.
 unsafe fn block_free(b: *mut Mdb) {
-    // SAFETY: the block is still allocated; `db_env` is set on every block.
-    let env: &MsgEnv = unsafe { (*dblk_of(b)).db_env };
-    // SAFETY: `b` came from this environment's cache and is freed once (caller).
-    unsafe { kmem_cache_free(&env.cache, b.cast()) };
+    // SAFETY: the block is still allocated; its data block half is initialised.
+    let d = unsafe { &*dblk_of(b) };
+    let (env, class): (&'static MsgEnv, DbClass) = (d.db_env, d.db_class);
+    // SAFETY: no half of `b` is in use (caller); it came from the cache of `class`.
+    unsafe { restore(b, env, class) };
+    // SAFETY: `b` came from this environment's cache for `class` and is freed once (caller).
+    unsafe { kmem_cache_free(env.block_cache(class), b.cast()) };
 }
 
 /// Releases one live half of `b`; frees the block with the last.
@@ -477,7 +694,7 @@ unsafe fn free_data(d: *mut Dblk) {
     let d = unsafe { &*d };
     env::shared_forget(d);
     match d.db_class {
-        DbClass::Fast | DbClass::Unused => {}
+        DbClass::Fast | DbClass::Unused | DbClass::Big256 | DbClass::Big512 | DbClass::Big1024 | DbClass::Big2048 => {}
         DbClass::Kmem => {
             // SAFETY: a Kmem buffer came from its environment's arena with `db_lim -
             // db_base` bytes and is freed once, at the last reference.
@@ -488,6 +705,21 @@ unsafe fn free_data(d: *mut Dblk) {
                 f(d.frtn.free_arg);
             }
         }
+    }
+}
+
+/// [`dblk_release`] without the checking hooks (no environment checks).
+///
+/// # Safety
+/// As [`dblk_release`].
+#[inline]
+unsafe fn dblk_release_unchecked(d: *mut Dblk) {
+    // SAFETY: the caller's reference keeps `d` live until the decrement.
+    if unsafe { (*d).db_ref.release() } {
+        // SAFETY: last reference, now exclusively ours.
+        unsafe { free_data(d) };
+        // SAFETY: the data block half of its block is no longer used.
+        unsafe { release_half(mdb_of_dblk(d)) };
     }
 }
 
@@ -508,13 +740,146 @@ pub(crate) unsafe fn dblk_release(call: &'static str, d: *mut Dblk) {
     }
 }
 
+/// The fast path of a free, when no environment checks and the message block is on no
+/// queue: a message block holding the only reference to the data block of its own combined
+/// block (`allocb`, the buffer inline or `kmem_alloc`'d) frees both at once, and a block of
+/// `dupb` drops its reference and frees its block. Returns `None` (having changed nothing)
+/// for every other case, which [`free_general`] handles.
+///
+/// The tests are those of `free_one` for this case, folded: the queue links and mark (a
+/// block on a queue still goes to `free_one`, which reports it), and the uniqueness test
+/// of `db_ref` ([`RefCount::is_unique`], the first step of [`RefCount::release`]).
+///
+/// # Safety
+/// As [`freeb`], `mp` not NULL.
+#[inline(always)]
+unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
+    if env::any_checking() {
+        return None;
+    }
+    let b = mdb_of_mblk(mp);
+    let own = dblk_of(b);
+    // SAFETY: `mp` is an allocated message block (caller; no arena checks, so the caller's
+    // word is all there is, as in `free_one`).
+    let m = unsafe { &mut *mp };
+    if (m.b_next.addr() | m.b_prev.addr()) != 0 || m.b_pad1 & crate::queue::MBLK_QUEUED != 0 {
+        return None;
+    }
+    // SAFETY: the block is allocated while its message block half is, which `mp` is; its data
+    // block half holds an initialised `Dblk` (the constructor's, or written since).
+    let own_d = unsafe { &*own };
+    let (class, env) = (own_d.db_class, own_d.db_env);
+    let d = m.b_datap;
+    if d == own {
+        // The block's own data block (allocb): free both halves at once when `mp` holds its
+        // only reference.
+        // SAFETY: `mp` holds a reference to `d`, so it is live.
+        if !unsafe { (*own).db_ref.is_unique() } {
+            return None;
+        }
+        let cache = match class {
+            DbClass::Fast => &env.cache,
+            // SAFETY: `mp`'s is the only reference to `d` and the block (see below).
+            DbClass::Kmem => return Some(unsafe { free_kmem_message(mp) }),
+            DbClass::Big256 | DbClass::Big512 | DbClass::Big1024 | DbClass::Big2048 => env.block_cache(class),
+            _ => return None,
+        };
+        // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
+        // its own (tested above), `db_ref` 1 (unique, and left at 1), `db_halves` 2 (both
+        // halves live until now), class `Fast` with the inline buffer (callers never write
+        // the other data block fields). LfS clears b_datap here; the constructed state keeps
+        // it (a checking arena poisons freed blocks instead).
+        // SAFETY: the sole reference to the data block is `mp`'s, given up here with the
+        // message block: neither half of the block is in use; it came from `cache`.
+        unsafe { kmem_cache_free(cache, b.cast()) };
+        return Some(env);
+    }
+    if class != DbClass::Unused {
+        return None;
+    }
+    // SAFETY: forwarded contract; `mp` is a block of `dupb` on no queue.
+    Some(unsafe { free_dup_block(mp, d, env) })
+}
+
+/// Frees a message of `allocb` with a `kmem_alloc` buffer whose only reference is `mp`'s
+/// (`free_fast`): the buffer, then the block.
+///
+/// # Safety
+/// As [`freeb`]; `mp` is on no queue, its `b_datap` is its own block's data block, of class
+/// `DbClass::Kmem`, and `mp` holds its only reference.
+#[inline(never)]
+unsafe fn free_kmem_message(mp: *mut Mblk) -> &'static MsgEnv {
+    let b = mdb_of_mblk(mp);
+    let d = dblk_of(b);
+    // SAFETY: `mp` is allocated (caller) and its data block exclusively its own.
+    let dref = unsafe { &mut *d };
+    let (env, base, cap) = (dref.db_env, dref.db_base, dref.capacity());
+    // Back to the constructed state: only the buffer and the class differ from it (as in
+    // `free_fast`).
+    let inline = buf_of(b);
+    dref.db_base = inline;
+    dref.db_lim = inline.wrapping_add(FASTBUF);
+    dref.db_class = DbClass::Fast;
+    // SAFETY: a Kmem buffer came from its environment's arena with `db_lim - db_base` bytes
+    // and is freed once, at the last reference, which `mp`'s is.
+    unsafe { env.kmem_free(base, cap) };
+    // SAFETY: neither half of the block is in use any more.
+    unsafe { kmem_cache_free(&env.cache, b.cast()) };
+    env
+}
+
+/// Frees a message block of `dupb` (its own data block half unused) on no queue, when no
+/// environment checks.
+///
+/// # Safety
+/// As [`freeb`]; `mp` is on no queue, its block's data block is `DbClass::Unused`, `d` is
+/// `mp`'s `b_datap` and `env` its block's environment.
+#[inline(never)]
+unsafe fn free_dup_block(mp: *mut Mblk, d: *mut Dblk, env: &'static MsgEnv) -> &'static MsgEnv {
+    // A block of `dupb`: its data block half is unused (`db_halves` 1, never raised), so the
+    // block is `mp`'s alone. Drop `mp`'s reference to the shared data block, as
+    // `dblk_release` does, then restore the block (its `b_datap` too) and free it.
+    // SAFETY: `mp` held a reference to `d`, given up here and not used afterwards.
+    unsafe { dblk_release_unchecked(d) };
+    let b = mdb_of_mblk(mp);
+    // Back to the constructed state: `dupb` changed the message block's `b_datap` and its
+    // unused data block's class and halves (`b_next`/`b_prev` are NULL, tested by
+    // `free_fast`; the other message block fields vary and `init_fast` writes them).
+    // SAFETY: the block's only live half was `mp`'s message block, released above; both
+    // halves hold initialised values.
+    let own = unsafe { &mut *dblk_of(b) };
+    own.db_class = DbClass::Fast;
+    own.db_halves = RefCount::new(2);
+    // SAFETY: as above.
+    unsafe { (*mp).b_datap = dblk_of(b) };
+    // SAFETY: as above; a `dupb` block comes from the small cache.
+    unsafe { kmem_cache_free(&env.cache, b.cast()) };
+    env
+}
+
 /// Frees one message block; returns the environment to kick bufcalls in, or `None` when a
 /// misuse was reported and the free refused.
 ///
 /// # Safety
 /// As [`freeb`].
+#[inline]
 #[track_caller]
 pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'static MsgEnv> {
+    // SAFETY: forwarded contract.
+    match unsafe { free_fast(mp) } {
+        Some(env) => Some(env),
+        // SAFETY: forwarded contract.
+        None => unsafe { free_general(call, mp) },
+    }
+}
+
+/// [`free_one`] for every case [`free_fast`] does not take.
+///
+/// # Safety
+/// As [`freeb`].
+#[inline(never)]
+#[track_caller]
+unsafe fn free_general(call: &'static str, mp: *mut Mblk) -> Option<&'static MsgEnv> {
     if !env::check_live(call, mp) {
         return None;
     }
@@ -524,7 +889,7 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
     // SAFETY: the block is allocated while its message block half is, which `mp` is.
     let own_env: &'static MsgEnv = unsafe { (*dblk_of(own)).db_env };
     if !m.b_next.is_null() || !m.b_prev.is_null() || m.b_pad1 & crate::queue::MBLK_QUEUED != 0 {
-        env::checking().unwrap_or(own_env).misuse(StreamsError::StillQueued { call, addr: mp.addr() });
+        still_queued(call, mp, own_env);
         return None;
     }
     env::forget(mp);
@@ -557,6 +922,13 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
     Some(own_env)
 }
 
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn still_queued(call: &'static str, mp: *mut Mblk, own_env: &'static MsgEnv) {
+    env::checking().unwrap_or(own_env).misuse(StreamsError::StillQueued { call, addr: mp.addr() });
+}
+
 /// Frees a message block, and its data block with the last reference.
 ///
 /// # Arguments
@@ -581,13 +953,29 @@ pub(crate) unsafe fn free_one(call: &'static str, mp: *mut Mblk) -> Option<&'sta
 /// Unless the current arena checks: `mp` is NULL or an allocated message block, not used
 /// afterwards. A checking arena reports a block that is not allocated and refuses the free
 /// (until the same address is reused by a later allocation).
+#[inline(always)]
 #[track_caller]
 pub unsafe fn freeb(mp: *mut Mblk) {
     if mp.is_null() {
         return;
     }
     // SAFETY: forwarded contract.
-    if let Some(env) = unsafe { free_one("freeb", mp) } {
+    match unsafe { free_fast(mp) } {
+        Some(env) => env.bufcalls.kick(),
+        // SAFETY: forwarded contract.
+        None => unsafe { freeb_general(mp) },
+    }
+}
+
+/// [`freeb`] when [`free_fast`] does not apply.
+///
+/// # Safety
+/// As [`freeb`], `mp` not NULL.
+#[inline(never)]
+#[track_caller]
+unsafe fn freeb_general(mp: *mut Mblk) {
+    // SAFETY: forwarded contract.
+    if let Some(env) = unsafe { free_general("freeb", mp) } {
         env.bufcalls.kick();
     }
 }

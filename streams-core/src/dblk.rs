@@ -205,6 +205,26 @@ pub(crate) enum DbClass {
     External = 2,
     /// The data block half of a block allocated by `dupb`; never used.
     Unused = 3,
+    /// The buffer inside a large combined block of 256 bytes of data (`allocb`); nothing to
+    /// release, the block returns to the environment's cache of that class.
+    Big256 = 4,
+    /// As `Big256`, 512 bytes.
+    Big512 = 5,
+    /// As `Big256`, 1024 bytes.
+    Big1024 = 6,
+    /// As `Big256`, 2048 bytes.
+    Big2048 = 7,
+}
+
+impl DbClass {
+    /// The large combined classes, by index (`256 << i` bytes of data).
+    pub(crate) const BIG: [DbClass; 4] = [DbClass::Big256, DbClass::Big512, DbClass::Big1024, DbClass::Big2048];
+
+    /// The index of a large combined class, or `None` for the others.
+    #[inline]
+    pub(crate) fn big_index(self) -> Option<usize> {
+        (self as u8).checked_sub(DbClass::Big256 as u8).map(usize::from)
+    }
 }
 
 /// `dblk_t`: the data block, which owns a buffer and counts the message blocks that refer
@@ -322,6 +342,15 @@ impl RefCount {
         }
     }
 
+    /// Whether the caller's reference is the only one (the first step of
+    /// [`RefCount::release`]): then dropping it is the last release, with no atomic
+    /// read-modify-write. The free fast path uses it to free a sole-referenced block at once.
+    #[inline]
+    pub fn is_unique(&self) -> bool {
+        // Acquire: pairs with the Release decrements of former holders (see `release`).
+        self.0.load(Ordering::Acquire) == 1
+    }
+
     /// Drops one reference; returns `true` if it was the last, in which case the caller
     /// now owns the block exclusively and frees it.
     #[inline]
@@ -337,7 +366,7 @@ impl RefCount {
         // decrements of former holders as the fence below does. The count is left at 1 in
         // memory: the block is freed, and reinitialised when it is next allocated. (bytes
         // `BytesMut` and `Arc::get_mut` use the same uniqueness test.)
-        if self.0.load(Ordering::Acquire) == 1 {
+        if self.is_unique() {
             return true;
         }
         if self.0.fetch_sub(1, Ordering::Release) != 1 {

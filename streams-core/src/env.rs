@@ -42,7 +42,7 @@ use crate::sync::{AtomicBool, Mutex, Ordering};
 use ddi_kmem::{Arena, KmemCache, Response, current_arena, current_arena_id, kmem_cache_create};
 use std::cell::{Cell, UnsafeCell};
 use std::collections::HashSet;
-use std::mem::ManuallyDrop;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// The part of an environment that belongs to one arena.
@@ -50,7 +50,13 @@ pub(crate) struct Live {
     pub(crate) arena: Arena,
     /// Combined blocks (`Mdb`): message block, data block and FASTBUF bytes of data.
     pub(crate) cache: KmemCache,
+    /// Large combined blocks: message block, data block and `256 << i` bytes of data, for
+    /// the classes whose data size is the arena's `kmem_alloc` extent of every size they
+    /// serve (see [`crate::alloc::COMBINED_MAX`]); `None` for the others.
+    pub(crate) big: [Option<KmemCache>; crate::alloc::BIG_CLASSES],
     pub(crate) checking: bool,
+    /// The arena's `kmem_alloc` classes are the powers of two up to [`EXTENT_CACHED`].
+    pow2_classes: bool,
     response: Response,
 }
 
@@ -59,7 +65,7 @@ pub(crate) struct MsgEnv {
     /// Initialised while the environment serves an arena: written only when it is taken from
     /// the pool (before it is published) and dropped only by the close hook, when no block of
     /// the environment is in use and no thread has the arena entered.
-    live: UnsafeCell<ManuallyDrop<Live>>,
+    live: UnsafeCell<MaybeUninit<Live>>,
     errors: Mutex<Vec<StreamsError>>,
     pub(crate) bufcalls: crate::bufcall::Bufcalls,
 }
@@ -79,7 +85,9 @@ impl std::ops::Deref for MsgEnv {
         // SAFETY: a caller reaches an environment through the registry or the thread's cache
         // while its arena is entered (open), or through a block of it that is in use: in
         // both cases the close hook has not run, so `live` is initialised and not written.
-        unsafe { &*self.live.get() }
+        let live = unsafe { &*self.live.get() };
+        // SAFETY: as above, initialised.
+        unsafe { live.assume_init_ref() }
     }
 }
 
@@ -107,6 +115,7 @@ thread_local! {
 }
 
 /// The environment of the current thread's arena, created if needed.
+#[inline]
 pub(crate) fn current() -> &'static MsgEnv {
     // The arena's identity costs one thread-local read; the handle (a reference count) is
     // taken only on the slow path.
@@ -118,6 +127,13 @@ pub(crate) fn current() -> &'static MsgEnv {
             return unsafe { &*env };
         }
     }
+    current_slow(key)
+}
+
+/// [`current`] when the thread's last environment is not the current arena's.
+#[cold]
+#[inline(never)]
+fn current_slow(key: usize) -> &'static MsgEnv {
     let env = lookup_or_create(current_arena(), key);
     let _ = LAST.try_with(|c| c.set((key, std::ptr::from_ref(env))));
     env
@@ -139,8 +155,9 @@ impl Live {
     /// `kmem_free` in the environment's arena, as [`Live::kmem_alloc`].
     ///
     /// # Safety
-    /// `buf` came from [`Live::kmem_alloc`] of this environment with `size`, and is freed once.
-    #[inline]
+    /// `buf` came from [`Live::kmem_alloc`] of this environment (or `kmem_alloc` while its
+    /// arena was the current one) with `size`, and is freed once.
+    #[inline(always)]
     #[track_caller]
     pub(crate) unsafe fn kmem_free(&self, buf: *mut u8, size: usize) {
         if current_arena_id() == self.arena.id() {
@@ -151,6 +168,56 @@ impl Live {
             unsafe { self.arena.free(buf, size) }
         }
     }
+}
+
+impl Live {
+    /// [`Arena::extent`] for `allocb`'s separate buffers (`size > FASTBUF`): the next power
+    /// of two for sizes up to [`EXTENT_CACHED`] when the arena's classes are the powers of
+    /// two there (checked once, when the environment is created: the native arenas); others
+    /// ask the arena.
+    #[inline]
+    pub(crate) fn extent(&self, size: usize) -> Option<usize> {
+        if size > crate::alloc::FASTBUF && size <= EXTENT_CACHED && self.pow2_classes {
+            Some(size.next_power_of_two())
+        } else {
+            self.arena.extent(size)
+        }
+    }
+}
+
+/// The largest size [`Live::extent`] answers without asking the arena.
+const EXTENT_CACHED: usize = 4096;
+
+/// Whether every size in `FASTBUF + 1..=EXTENT_CACHED` has its next power of two as
+/// `arena`'s extent: checked at each power of two and the size after the one before
+/// (extents are monotonic in the size).
+fn pow2_classes(arena: &Arena) -> bool {
+    let mut p = 2 * crate::alloc::FASTBUF;
+    while p <= EXTENT_CACHED {
+        if arena.extent(p) != Some(p) || arena.extent(p / 2 + 1) != Some(p) {
+            return false;
+        }
+        p *= 2;
+    }
+    true
+}
+
+impl Live {
+    /// The cache a combined block whose data block has class `class` returns to.
+    #[inline]
+    pub(crate) fn block_cache(&self, class: crate::dblk::DbClass) -> &KmemCache {
+        match class.big_index() {
+            // A block of a big class was taken from that class's cache, which exists.
+            Some(i) => self.big[i].as_ref().expect("streams: a big combined block without its cache"),
+            None => &self.cache,
+        }
+    }
+}
+
+/// Whether any environment checks: when not, the fast paths skip every checking hook.
+#[inline(always)]
+pub(crate) fn any_checking() -> bool {
+    ANY_CHECKING.load(Ordering::Relaxed)
 }
 
 /// The environment of `arena`, if it has allocated messages.
@@ -176,39 +243,75 @@ fn lookup_or_create(arena: Arena, key: usize) -> &'static MsgEnv {
         return e.0;
     }
     let arena = arena.dependent();
+    // The environment first (its `live` not yet written): the cache's constructor records it
+    // in every combined block.
+    let env: &'static MsgEnv = match POOL.lock().pop() {
+        Some(EnvPtr(env)) => env,
+        None => Box::leak(Box::new(MsgEnv {
+            live: UnsafeCell::new(MaybeUninit::uninit()),
+            errors: Mutex::new(Vec::new()),
+            bufcalls: crate::bufcall::Bufcalls::new(),
+        })),
+    };
     // The arena is entered: kmem_cache_create makes the cache in it.
     let cache = arena.run(|| {
         kmem_cache_create(
             "streams_mdbblock",
             crate::alloc::MDB_SIZE,
             crate::alloc::MDB_ALIGN,
+            Some(crate::alloc::mdb_constructor),
             None,
             None,
-            None,
-            std::ptr::null_mut(),
+            std::ptr::from_ref(env).cast_mut().cast(),
             std::ptr::null_mut(),
             0,
         )
+    });
+    const BIG_CTORS: [ddi_kmem::KmemConstructor; crate::alloc::BIG_CLASSES] = [
+        crate::alloc::big_constructor::<0>,
+        crate::alloc::big_constructor::<1>,
+        crate::alloc::big_constructor::<2>,
+        crate::alloc::big_constructor::<3>,
+    ];
+    let big = std::array::from_fn(|i| {
+        let data = crate::alloc::big_data_size(i);
+        // A class serves the sizes data/2+1..=data: only when kmem_alloc would give every one
+        // of them exactly `data` bytes (extent is monotonic), so db_lim is what it would be
+        // with a separate buffer.
+        let fits = arena.extent(data / 2 + 1) == Some(data) && arena.extent(data) == Some(data);
+        fits.then(|| {
+            arena.run(|| {
+                kmem_cache_create(
+                    crate::alloc::BIG_CACHE_NAMES[i],
+                    crate::alloc::HEADER_SIZE + data,
+                    crate::alloc::MDB_ALIGN,
+                    Some(BIG_CTORS[i]),
+                    None,
+                    None,
+                    std::ptr::from_ref(env).cast_mut().cast(),
+                    std::ptr::null_mut(),
+                    0,
+                )
+            })
+        })
     });
     let checking = arena.checking().any();
     if checking {
         ANY_CHECKING.store(true, Ordering::Relaxed);
     }
     tracing::debug!(arena = arena.name(), checking, "streams: message environment created");
-    let live = Live { response: arena.response(), arena: arena.clone(), cache, checking };
-    let env: &'static MsgEnv = match POOL.lock().pop() {
-        Some(EnvPtr(env)) => {
-            // SAFETY: a pooled environment serves no arena: its close hook dropped `live`, no
-            // block of it is in use, and no thread can reach it until it is published below.
-            unsafe { env.live.get().write(ManuallyDrop::new(live)) };
-            env
-        }
-        None => Box::leak(Box::new(MsgEnv {
-            live: UnsafeCell::new(ManuallyDrop::new(live)),
-            errors: Mutex::new(Vec::new()),
-            bufcalls: crate::bufcall::Bufcalls::new(),
-        })),
+    let live = Live {
+        response: arena.response(),
+        arena: arena.clone(),
+        cache,
+        big,
+        checking,
+        pow2_classes: pow2_classes(&arena),
     };
+    // SAFETY: a pooled or new environment serves no arena: its `live` is not initialised (the
+    // close hook dropped it), no block of it is in use, and no thread can reach it until it
+    // is published below.
+    unsafe { (*env.live.get()).write(live) };
     if arena.on_close(move |_| close(key, env)) {
         reg.push((key, EnvPtr(env)));
     } else {
@@ -239,7 +342,8 @@ pub fn message_environments() -> EnvCounts {
 /// The close hook of an environment's arena.
 fn close(key: usize, env: &'static MsgEnv) {
     REGISTRY.lock().retain(|(k, _)| *k != key);
-    let in_use = env.cache.stats().buffers_in_use;
+    let in_use =
+        env.cache.stats().buffers_in_use + env.big.iter().flatten().map(|c| c.stats().buffers_in_use).sum::<usize>();
     if in_use > 0 {
         let name = env.arena.name().to_owned();
         tracing::error!(arena = %name, blocks = in_use, "STREAMS: arena closed with message blocks in use");
@@ -263,7 +367,7 @@ fn close(key: usize, env: &'static MsgEnv) {
     let live = unsafe { &mut *env.live.get() };
     // SAFETY: initialised (the environment served the arena until now) and dropped once:
     // the next write is by `lookup_or_create`, which takes it from the pool.
-    unsafe { ManuallyDrop::drop(live) };
+    unsafe { live.assume_init_drop() };
     POOL.lock().push(EnvPtr(env));
 }
 

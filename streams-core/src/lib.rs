@@ -19,6 +19,17 @@
 //! reference. Each block counts its live halves; the common case (a never-duplicated
 //! message freed by one `freeb`) frees the block without touching that count.
 //!
+//! **Constructed state and fast paths.** The cache's constructor (Solaris semantics, as
+//! illumos `dblk_constructor`) writes every block as `allocb(0)` returns it: `b_datap` the
+//! block's own data block, `db_base..db_lim` the inline buffer, `db_ref` 1, both halves
+//! live, no free routine, the environment. Every path that returns a block to the cache
+//! restores that state, so a small `allocb` writes only what varies (`b_cont`, the read and
+//! write pointers, band, flags, checksum, `db_type`, `db_flag`, `db_size`), inline at the
+//! call site. While no arena of the process checks, `freeb` frees a message block holding
+//! the only reference to its own block's data block (and a block of `dupb`) directly,
+//! after the same queue tests as the general path; everything else, and everything in a
+//! process with a checking arena, takes the general path.
+//!
 //! **The last reference.** `dupb` raises `db_ref` (compare-exchange, failing at 255);
 //! `freeb` lowers it by one atomic decrement with Release ordering, and the thread that
 //! takes it to zero issues an Acquire fence and alone releases the buffer: it runs the free

@@ -76,3 +76,24 @@ fn loom_dups_stop_at_the_limit() {
         assert_eq!(b.refs.get(), 3);
     });
 }
+
+#[test]
+fn loom_the_fast_free_of_a_sole_reference_sees_every_other_use() {
+    // `freeb`'s fast path frees at once when `is_unique` says its reference is the only one
+    // (`free_fast`), else the general path calls `release` (`free_general`): the holder that
+    // frees must still see every other holder's use.
+    loom::model(|| {
+        let b = Arc::new(Block::new(2));
+        let b2 = b.clone();
+        let t = loom::thread::spawn(move || b2.use_and_release());
+        // SAFETY: holders only read while they hold a reference; loom checks the claim.
+        b.data.with(|p| assert_eq!(unsafe { *p }, 7));
+        if b.refs.is_unique() || b.refs.release() {
+            // SAFETY: the last reference: exclusive, if the protocol is right.
+            b.data.with_mut(|p| unsafe { *p = 0 });
+            b.frees.fetch_add(1, Ordering::Relaxed);
+        }
+        t.join().unwrap();
+        assert_eq!(b.frees.load(Ordering::Relaxed), 1);
+    });
+}

@@ -163,9 +163,36 @@ fn allocb_fails_when_memory_is_short() {
 #[test]
 fn allocb_large_frees_its_buffer_when_the_block_fails() {
     in_arena("allocb_fail_block", |arena| {
+        // Above the largest combined class (2048), a message is two allocations: the buffer,
+        // then the block. (This test used 1000 bytes when every message above 128 bytes was
+        // two allocations; the one-allocation sizes have their own test below.)
         arena.inject(FailurePlan::Nth(2)); // the buffer succeeds, the block fails
-        assert!(allocb(1000, BPRI_MED).is_null());
+        assert!(allocb(4000, BPRI_MED).is_null());
         arena.clear_injection();
+    });
+}
+
+#[test]
+fn allocb_up_to_2048_is_one_allocation_that_fails_or_succeeds_whole() {
+    in_arena("allocb_combined_fail", |arena| {
+        for size in [129, 256, 1000, 1514, 2048] {
+            // The first allocation is the whole message: failing it fails allocb.
+            arena.inject(FailurePlan::Nth(1));
+            assert!(allocb(size, BPRI_MED).is_null(), "allocb({size}) with its allocation failed");
+            arena.clear_injection();
+            // Failing a second allocation does not touch it: there is none.
+            arena.inject(FailurePlan::Nth(2));
+            let mp = allocb(size, BPRI_MED);
+            arena.clear_injection();
+            assert!(!mp.is_null(), "allocb({size}) is one allocation");
+            // SAFETY: a live message from allocb.
+            let db = unsafe { (*mp).b_datap };
+            // SAFETY: its data block, live with it.
+            let db = unsafe { &*db };
+            let (base, lim) = (db.db_base, db.db_lim);
+            assert!(lim.addr() - base.addr() >= size, "allocb({size}) holds its size");
+            free(mp);
+        }
     });
 }
 
