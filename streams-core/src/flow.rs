@@ -295,6 +295,20 @@ pub unsafe fn canput(q: *mut Queue) -> i32 {
 #[track_caller]
 pub unsafe fn bcanputnext(q: *mut Queue, pri: u8) -> i32 {
     let Some(qr) = crate::queue::check_q("bcanputnext", q) else { return 0 };
+    bcanputnext_live(qr, pri)
+}
+
+/// The flow-control test on `target`, the nearest queue with a service procedure (or the
+/// last queue) found by [`nfsrv`] or the stream head's cache: false for NULL (no next
+/// queue) or a queue whose procedures are off.
+pub(crate) fn can_put_to(target: *mut Queue, pri: u8) -> bool {
+    // SAFETY: NULL or a live queue of the caller's stream (plumbing held).
+    let Some(t) = (unsafe { target.as_ref() }) else { return false };
+    !t.procs_off() && test_room(t, pri)
+}
+
+/// `bcanputnext` from a queue known to be live (the stream head's): no queue check.
+pub(crate) fn bcanputnext_live(qr: &Queue, pri: u8) -> i32 {
     let next = qr.next();
     if next.is_null() {
         return 0;

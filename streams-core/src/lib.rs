@@ -79,7 +79,8 @@
 //! water mark, cleared below the low water mark or at zero; a failed test sets
 //! `QWANTW`/`QB_WANTW`; when the queue drains, the nearest upstream queue with a service
 //! procedure is enabled (back-enabling). The "next" tests walk `q_next` to the nearest queue
-//! with a service procedure. Every number and rule vendors differ on is in
+//! with a service procedure; the stream head caches its target (LfS `q_nfsrv`), recomputed
+//! whenever the stream is re-plumbed. Every number and rule vendors differ on is in
 //! [`QueueQuirks`] (`LFS` native), read by the queue functions of an executive.
 //!
 //! **Scheduling** (`sched.rs`): [`qenable`] puts a queue on its executive's run list once;
@@ -87,8 +88,11 @@
 //! never runs concurrently with itself and that an enable during a run makes it run again
 //! (loom-checked, `tests/loom_qenable.rs`). The run list is drained deterministically by the
 //! asking thread ([`Streams::run_until_idle`], [`runqueues`]) or by worker threads
-//! ([`StreamsBuilder::workers`]) that enter the executive's arena. Put procedures run
-//! synchronously in the caller of [`putnext`].
+//! ([`StreamsBuilder::workers`]) that enter the executive's arena; an idle worker, like
+//! [`Stream::read_wait`] and [`Stream::write_wait`], retries briefly (spin, then yield)
+//! before it parks, and the head wakes sleepers only when one is registered (a wake-up gate,
+//! loom-checked in `tests/loom_wake.rs`). Put procedures run synchronously in the caller of
+//! [`putnext`]; the common hop (procedures on, no perimeter, tracing off) is a direct call.
 //!
 //! **Synchronization levels** ([`SyncLevel`], `perim.rs`): a perimeter per queue pair, per
 //! module, or none (MP-safe; the default for Rust modules) is taken around put and service
@@ -187,10 +191,12 @@ mod stream;
 mod sync;
 mod util;
 
-/// The scheduling protocol's parts, public only for the loom model (`tests/loom_qenable.rs`).
+/// The scheduling protocol's parts, public only for the loom models (`tests/loom_qenable.rs`,
+/// `tests/loom_wake.rs`).
 #[doc(hidden)]
 pub mod model {
     pub use crate::sched::{RunList, SvcItem, SvcState};
+    pub use crate::sync::WaitGate;
 }
 
 pub use alloc::{

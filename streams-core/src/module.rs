@@ -271,12 +271,14 @@ impl<'a> QRef<'a> {
     }
 
     /// `putnext`: passes the message to the next queue's put procedure.
+    #[inline]
     pub fn putnext(&self, mp: Msg) {
         // SAFETY: a live queue with stable plumbing; the message is given away.
         unsafe { crate::stream::putnext_from("putnext", self.queue(), mp.into_raw()) }
     }
 
     /// `qreply`: sends the message back the other way.
+    #[inline]
     pub fn qreply(&self, mp: Msg) {
         // SAFETY: as for putnext, from the other queue of the live pair.
         unsafe { crate::stream::putnext_from("qreply", self.queue().other(), mp.into_raw()) }

@@ -172,6 +172,7 @@ fn list_of(q: &Queue) -> Arc<RunList<QPtr>> {
 }
 
 /// The perimeter of a queue, if its module has one.
+#[inline]
 fn perim_of(q: &Queue) -> Option<&Perimeter> {
     let p = q.shared().perim.load(crate::sync::Ordering::Acquire);
     // SAFETY: the perimeter is the pair's own or its module's registry entry's, both of
@@ -199,9 +200,48 @@ unsafe fn execute(d: Deferred) {
 /// Calls `q`'s put procedure with `mp`, through the queue's perimeter: the body of
 /// `putnext` and `put`.
 ///
+/// The common case — procedures on, no perimeter (`SyncLevel::Mp`), a put procedure, trace
+/// level off — is tested first and calls the procedure in place (inlined into the caller's
+/// `putnext`, so a hop through a pass-through module is one frame); everything else takes
+/// [`put_through_slow`]. Both keep one panic boundary per put procedure call: a
+/// `catch_unwind` here is a call with a landing pad, free on the normal path.
+///
 /// # Safety
 /// `q` is a live queue whose plumbing is stable; `mp` is a message the caller gives away.
+#[inline]
 pub(crate) unsafe fn put_through(q: *mut Queue, mp: *mut Mblk) {
+    // SAFETY: caller.
+    let qr = unsafe { &*q };
+    if !qr.procs_off() && perim_of(qr).is_none() && !tracing::level_enabled!(tracing::Level::TRACE) {
+        let qi = qr.qinfo();
+        // SAFETY: q_qinfo is NULL or valid for the pair's life.
+        if let Some(putp) = unsafe { qi.as_ref() }.and_then(|qi| qi.qi_putp) {
+            // SAFETY: the put procedure's contract: a live queue and a message it now owns.
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe { putp(q, mp) }));
+            if let Err(e) = r {
+                put_panicked(qr, e);
+            }
+            return;
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { put_through_slow(q, mp) }
+}
+
+/// Reports a put procedure's panic.
+#[cold]
+#[inline(never)]
+fn put_panicked(qr: &Queue, e: Box<dyn std::any::Any + Send>) {
+    qr.exec().report(StreamsError::ProcPanicked { call: "put", module: qr.name(), message: panic_message(e.as_ref()) });
+}
+
+/// [`put_through`]'s full path: procedures off, a perimeter, no put procedure, or tracing.
+///
+/// # Safety
+/// As [`put_through`].
+#[cold]
+#[inline(never)]
+unsafe fn put_through_slow(q: *mut Queue, mp: *mut Mblk) {
     // SAFETY: caller.
     let qr = unsafe { &*q };
     if qr.procs_off() {
@@ -283,11 +323,7 @@ unsafe fn invoke_put(q: *mut Queue, mp: *mut Mblk) {
         call()
     };
     if let Err(e) = r {
-        qr.exec().report(StreamsError::ProcPanicked {
-            call: "put",
-            module: qr.name(),
-            message: panic_message(e.as_ref()),
-        });
+        put_panicked(qr, e);
     }
 }
 

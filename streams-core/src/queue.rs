@@ -213,6 +213,7 @@ impl Queue {
     }
 
     /// Whether this is the read queue of its pair (`QREADR`).
+    #[inline]
     pub fn is_read(&self) -> bool {
         self.readr
     }
@@ -240,6 +241,7 @@ impl Queue {
     }
 
     /// `q_next`: the next queue in the stream, or NULL.
+    #[inline]
     pub fn next(&self) -> *mut Queue {
         self.q_next.load(Ordering::Acquire)
     }
@@ -270,6 +272,7 @@ impl Queue {
     }
 
     /// `q_qinfo`, or NULL.
+    #[inline]
     pub fn qinfo(&self) -> *const QInit {
         self.q_qinfo.load(Ordering::Acquire)
     }
@@ -281,6 +284,7 @@ impl Queue {
     }
 
     /// The queue's pair.
+    #[inline]
     pub(crate) fn pair(&self) -> *mut QPair {
         self.pair
     }
@@ -292,6 +296,7 @@ impl Queue {
     }
 
     /// The other queue of the pair (`OTHERQ`), as a raw pointer.
+    #[inline]
     pub(crate) fn other_raw(&self) -> *mut Queue {
         // SAFETY: as in `as_raw`.
         if self.readr { unsafe { &raw mut (*self.pair).wq } } else { unsafe { &raw mut (*self.pair).rq } }
@@ -304,6 +309,7 @@ impl Queue {
     }
 
     /// The pair's shared part.
+    #[inline]
     pub(crate) fn shared(&self) -> &PairShared {
         // SAFETY: every Queue lives inside a QPair (allocq is the only constructor), so the
         // pair pointer is derived from the queue's own allocation and its shared part is
@@ -340,6 +346,7 @@ impl Queue {
     }
 
     /// Whether put and service procedures are off.
+    #[inline]
     pub(crate) fn procs_off(&self) -> bool {
         self.svc.is_off()
     }
@@ -919,6 +926,16 @@ fn prepare(call: &'static str, q: &Queue, st: &mut QState, mp: *mut Mblk) -> Opt
 #[track_caller]
 pub unsafe fn putq(q: *mut Queue, mp: *mut Mblk) -> i32 {
     let Some(qr) = check_q("putq", q) else { return 0 };
+    // SAFETY: a live queue (checked).
+    unsafe { putq_live(qr, mp) }
+}
+
+/// `putq` on a queue known to be live (the stream head's own queues): no queue check.
+///
+/// # Safety
+/// As [`putq`]; `qr` is live.
+#[track_caller]
+pub(crate) unsafe fn putq_live(qr: &Queue, mp: *mut Mblk) -> i32 {
     if !check_m("putq", mp) {
         return 0;
     }
@@ -1137,6 +1154,11 @@ pub unsafe fn rmvq(q: *mut Queue, mp: *mut Mblk) {
 #[track_caller]
 pub unsafe fn getq(q: *mut Queue) -> *mut Mblk {
     let Some(qr) = check_q("getq", q) else { return null_mut() };
+    getq_live(qr)
+}
+
+/// `getq` on a queue known to be live (the stream head's own queues): no queue check.
+pub(crate) fn getq_live(qr: &Queue) -> *mut Mblk {
     let mut st = qr.st.lock();
     let mp = st.first;
     if mp.is_null() {
@@ -1458,7 +1480,8 @@ pub(crate) fn set_flag(q: &Queue, bits: u32, on: bool) {
 /// - `winit`: the write side's qinit.
 ///
 /// # Return
-/// Nothing.
+/// Nothing. On a pair already in a stream, the stream head stops trusting its cached
+/// flow-control target (`q_nfsrv`) and walks the stream for every write from then on.
 ///
 /// # Context
 /// User context, before the pair is used (streams call it when they push a module).
@@ -1474,4 +1497,6 @@ pub unsafe fn setq(q: *mut Queue, rinit: &'static QInit, winit: &'static QInit) 
     unsafe { set_qinfo(qr, rinit) };
     // SAFETY: as above.
     unsafe { set_qinfo(qr.other(), winit) };
+    // A pair already in a stream: the head's cached flow-control target may be wrong now.
+    crate::stream::nfsrv_stale(qr.shared().stream);
 }

@@ -25,7 +25,9 @@
 //! The executive's run list is drained either by the thread that asks
 //! ([`Streams::run_until_idle`], [`runqueues`]: deterministic, used by tests) or by a pool of
 //! worker threads started with [`StreamsBuilder::workers`], which enter the executive's
-//! arena. Both may be used at once. Put procedures never go through the run list: they run
+//! arena. Both may be used at once; with workers, `Stream::read_wait` and
+//! `Stream::write_wait` also drain the list (in the executive's arena) before they wait,
+//! as LfS's stream head runs `runqueues` at the end of a system call. Put procedures never go through the run list: they run
 //! synchronously in the caller of `putnext`.
 
 use crate::error::StreamsError;
@@ -33,7 +35,7 @@ use crate::flow::QueueQuirks;
 use crate::module::Registered;
 use crate::queue::{QNOENB, Queue, check_q, set_flag};
 use crate::sync::model::{ModelCondvar, ModelMutex, yield_now};
-use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::sync::{AtomicU32, Backoff, Mutex, Ordering};
 use ddi_kmem::{Arena, current_arena};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -68,6 +70,7 @@ impl SvcState {
     }
 
     /// Procedures off.
+    #[inline]
     pub fn is_off(&self) -> bool {
         self.0.load(Ordering::Acquire) & OFF != 0
     }
@@ -175,6 +178,22 @@ impl<T: SvcItem> RunList<T> {
                 return Some(it);
             }
             g = self.work.wait(g);
+        }
+    }
+
+    /// Takes the next item: retries a little first (spinning, then yielding: the thread
+    /// that enables the next queue may share this core), then waits as
+    /// [`claim_wait`](Self::claim_wait). Only `claim_wait`'s wait sleeps, under the list
+    /// lock that `enable` takes, so no enable is missed.
+    pub fn claim_spin_wait(&self) -> Option<T> {
+        let mut backoff = Backoff::new();
+        loop {
+            if let Some(it) = self.try_claim() {
+                return Some(it);
+            }
+            if !backoff.snooze() {
+                return self.claim_wait();
+            }
         }
     }
 
@@ -420,7 +439,7 @@ pub fn runqueues() {
     drain(&list);
 }
 
-fn drain(list: &RunList<QPtr>) {
+pub(crate) fn drain(list: &RunList<QPtr>) {
     while let Some(item) = list.try_claim() {
         run_claimed(list, item);
     }
@@ -584,7 +603,7 @@ impl StreamsBuilder {
                 .name(format!("{}-srv{i}", self.name))
                 .spawn(move || {
                     let _entered = arena.enter();
-                    while let Some(item) = list.claim_wait() {
+                    while let Some(item) = list.claim_spin_wait() {
                         run_claimed(&list, item);
                     }
                 })

@@ -44,6 +44,7 @@ use crate::msg::Msg;
 use crate::perim::SyncLevel;
 use crate::queue::{FLUSHALL, QSHEAD, Queue, alloc_pair, check_q, freeq, set_flag, set_qinfo};
 use crate::sched::{ExecInner, Streams};
+use crate::sync::Backoff;
 use crate::sync::{AtomicPtr, Condvar, Mutex, Ordering, RwLock};
 use ddi_kmem::in_interrupt;
 use std::ptr::null_mut;
@@ -235,9 +236,17 @@ pub(crate) struct StreamInner {
     cv: Condvar,
     /// `HF_*`: written under `hs`, read without it.
     flags: crate::sync::AtomicU32,
-    /// Threads waiting on `cv` (readers, writers, ioctls): the data path notifies only if
-    /// there are any.
-    waiters: std::sync::atomic::AtomicUsize,
+    /// The queue the head's flow-control test looks at (LfS `q_nfsrv` of the head's write
+    /// queue: the nearest queue below with a service procedure, else the driver's write
+    /// queue), recomputed under the plumbing write lock whenever the stream is re-plumbed
+    /// (open, `I_PUSH`, `I_POP`); NULL: unknown, walk.
+    head_nfsrv: AtomicPtr<Queue>,
+    /// Set for good when `setq` changed a qinit of a pair of this stream (outside the
+    /// plumbing lock): the cache is not trusted any more, the head walks.
+    nfsrv_stale: crate::sync::AtomicBool,
+    /// Threads waiting on `cv` (readers, writers) and the wake-up epoch: the data path
+    /// notifies only if there are waiters.
+    gate: crate::sync::WaitGate,
 }
 
 impl StreamInner {
@@ -250,22 +259,41 @@ impl StreamInner {
         self.flags.store(f, Ordering::Release);
     }
 
-    /// Wakes waiters, if any (SeqCst fence: pairs with the waiter's, so either the waiter
-    /// sees the new state or we see the waiter).
+    /// Wakes waiters, if any: called after making a waiter's condition true (a message on
+    /// the head's read queue, room below the head); see [`WaitGate`](crate::sync::WaitGate).
     fn wake(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) > 0 {
+        if self.gate.signal() {
             let _g = self.hs.lock();
             self.cv.notify_all();
         }
     }
 
-    /// Waits on `cv` for at most `d` (the caller re-checks its condition).
-    fn wait(&self, hs: &mut crate::sync::MutexGuard<'_, HeadState>, d: Duration) {
-        self.waiters.fetch_add(1, Ordering::Relaxed);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.cv.wait_for(hs, d);
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    /// Recomputes [`head_nfsrv`](Self::head_nfsrv) (plumbing held for writing).
+    fn refresh_nfsrv(&self) {
+        let hw = self.head_w.load(Ordering::Acquire);
+        // SAFETY: the head write queue is live while the stream is (plumbing held).
+        let next = if hw.is_null() { null_mut() } else { unsafe { &*hw }.next() };
+        let t = if next.is_null() { null_mut() } else { crate::flow::nfsrv(next) };
+        self.head_nfsrv.store(t, Ordering::Release);
+    }
+
+    /// The head's flow-control target: the cache, or the walk when it is unknown or stale.
+    fn nfsrv_of_head(&self, hw: &Queue) -> *mut Queue {
+        let t = self.head_nfsrv.load(Ordering::Acquire);
+        if !t.is_null() && !self.nfsrv_stale.load(Ordering::Acquire) {
+            return t;
+        }
+        let next = hw.next();
+        if next.is_null() { null_mut() } else { crate::flow::nfsrv(next) }
+    }
+
+    /// Waits on `cv` for at most `d`, unless a wake-up came since `ticket` (from
+    /// `gate.register()`, taken before the caller checked its condition). The caller
+    /// unregisters and re-checks its condition.
+    fn wait(&self, hs: &mut crate::sync::MutexGuard<'_, HeadState>, ticket: u64, d: Duration) {
+        if !self.gate.changed(ticket) {
+            self.cv.wait_for(hs, d);
+        }
     }
 }
 
@@ -302,6 +330,15 @@ static HEAD_RINIT: QInit =
 
 static HEAD_WINIT: QInit =
     QInit { qi_putp: Some(head_wput), qi_srvp: Some(head_srv), qi_qopen: None, qi_qclose: None, qi_minfo: &HEAD_INFO };
+
+/// `setq` changed a qinit of a pair of `stream`: its flow-control cache is not trusted any
+/// more.
+pub(crate) fn nfsrv_stale(stream: *const StreamInner) {
+    // SAFETY: the stream outlives its queues (the caller's pair is live).
+    if let Some(s) = unsafe { stream.as_ref() } {
+        s.nfsrv_stale.store(true, Ordering::Release);
+    }
+}
 
 fn stream_of(q: *mut Queue) -> &'static StreamInner {
     // SAFETY: a head queue is live and belongs to a stream, which outlives it; the 'static is
@@ -407,8 +444,10 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
             }
         }
         _ if datamsg(t) || t == crate::dblk::M_SIG || t == crate::dblk::M_PCSIG => {
-            // SAFETY: the head read queue; the message is ours.
-            if unsafe { crate::queue::putq(q, mp) } == 0 {
+            // SAFETY: the head read queue, live: its put procedure runs.
+            let hq = unsafe { &*q };
+            // SAFETY: the message is ours.
+            if unsafe { crate::queue::putq_live(hq, mp) } == 0 {
                 // SAFETY: refused: still ours.
                 unsafe { freemsg(mp) };
             }
@@ -481,19 +520,31 @@ unsafe fn putnext_call(call: &'static str, q: *mut Queue, mp: *mut Mblk) {
 ///
 /// # Safety
 /// `qr`'s plumbing is stable; `mp` is a message the caller gives away.
-#[inline]
+#[inline(always)]
 #[track_caller]
 pub(crate) unsafe fn putnext_from(call: &'static str, qr: &Queue, mp: *mut Mblk) {
     let next = qr.next();
     if next.is_null() {
-        // Freed first, so that a panicking response leaks nothing.
-        // SAFETY: as above.
-        unsafe { freemsg(mp) };
-        env::current().misuse(StreamsError::NoNextQueue { call, module: qr.name() });
+        // SAFETY: forwarded.
+        unsafe { no_next_queue(call, qr, mp) };
         return;
     }
     // SAFETY: the next queue of a live queue with stable plumbing; the message is given away.
     unsafe { crate::perim::put_through(next, mp) }
+}
+
+/// `putnext` from a queue with no next queue: a misuse.
+///
+/// # Safety
+/// `mp` is a message the caller gives away.
+#[cold]
+#[inline(never)]
+#[track_caller]
+unsafe fn no_next_queue(call: &'static str, qr: &Queue, mp: *mut Mblk) {
+    // Freed first, so that a panicking response leaks nothing.
+    // SAFETY: caller.
+    unsafe { freemsg(mp) };
+    env::current().misuse(StreamsError::NoNextQueue { call, module: qr.name() });
 }
 
 /// Sends a message back the other way: `putnext(OTHERQ(q), mp)`.
@@ -883,7 +934,9 @@ impl Streams {
             }),
             cv: Condvar::new(),
             flags: crate::sync::AtomicU32::new(0),
-            waiters: std::sync::atomic::AtomicUsize::new(0),
+            gate: crate::sync::WaitGate::new(),
+            head_nfsrv: AtomicPtr::new(null_mut()),
+            nfsrv_stale: crate::sync::AtomicBool::new(false),
         });
         let exec: *const ExecInner = Arc::as_ptr(&self.inner);
         let sp: *const StreamInner = Arc::as_ptr(&inner);
@@ -940,6 +993,7 @@ impl Streams {
         }
         // SAFETY: the driver pair, opened.
         unsafe { qprocson(drv) };
+        inner.refresh_nfsrv();
         drop(_w);
         tracing::debug!(driver, dev, "stream opened");
         Ok(Stream { inner })
@@ -1041,10 +1095,12 @@ impl Stream {
             below_r.q_next.store(head, Ordering::Release);
             // SAFETY: unlinked, no procedure running.
             unsafe { freeq(rq) };
+            self.inner.refresh_nfsrv();
             return Err(err);
         }
         // SAFETY: opened.
         unsafe { qprocson(rq) };
+        self.inner.refresh_nfsrv();
         self.inner.modules.lock().push(rq);
         tracing::debug!(module = name, "I_PUSH");
         Ok(())
@@ -1083,6 +1139,7 @@ impl Stream {
         hr.other().q_next.store(below_w, Ordering::Release);
         // SAFETY: as above.
         unsafe { (*below_w).other() }.q_next.store(head, Ordering::Release);
+        self.inner.refresh_nfsrv();
         // SAFETY: unlinked; procedures off; nothing refers to it.
         unsafe { freeq(rq) };
         tracing::debug!(module = name, "I_POP");
@@ -1125,25 +1182,30 @@ impl Stream {
         if self.is_closed() {
             return Err((EINVAL, m));
         }
-        let wq = self.head_wq();
-        if !m.msg_type().is_high_priority() {
-            // SAFETY: the head write queue, plumbing held.
-            if unsafe { crate::flow::bcanputnext(wq, m.b_band) } == 0 {
-                return Err((EAGAIN, m));
-            }
+        // SAFETY: the head write queue, live while the stream is open (checked under the
+        // plumbing lock, held).
+        let wq = unsafe { &*self.head_wq() };
+        if !m.msg_type().is_high_priority() && !crate::flow::can_put_to(self.inner.nfsrv_of_head(wq), m.b_band) {
+            return Err((EAGAIN, m));
         }
         // SAFETY: the head write queue with stable plumbing; the message is given away.
-        unsafe { putnext(wq, m.into_raw()) };
+        unsafe { putnext_from("putnext", wq, m.into_raw()) };
         Ok(())
     }
 
     /// Like [`Stream::write`], but waits while the stream is flow controlled (with no
-    /// worker threads it runs the scheduler on this thread instead of waiting).
+    /// worker threads it runs the scheduler on this thread instead of waiting). With
+    /// workers, it first runs enabled service procedures on this thread too (LfS's head
+    /// calls `runqueues` at the end of a system call), retries a little (spinning, then
+    /// yielding: a worker may share this core), then sleeps until the head is back-enabled.
     ///
     /// # Errors
     /// As [`Stream::write`], except `EAGAIN`.
     pub fn write_wait(&self, mut m: Msg) -> Result<(), (i32, Msg)> {
+        let mut backoff = Backoff::new();
         loop {
+            // As in `read_wait`: spin on the epoch (the head is back-enabled: it moves).
+            let epoch = self.inner.gate.epoch();
             match self.write(m) {
                 Err((EAGAIN, back)) => {
                     m = back;
@@ -1154,15 +1216,50 @@ impl Stream {
                         }
                         continue;
                     }
-                    let mut hs = self.inner.hs.lock();
-                    if hs.closed || hs.hangup {
+                    if self.inner.gate.epoch() == epoch {
+                        self.help_run();
+                    }
+                    if self.spin_for(epoch, &mut backoff) {
                         continue;
                     }
-                    self.inner.wait(&mut hs, Duration::from_millis(20));
+                    // Registered before the check: a back-enable after it is not lost.
+                    let ticket = self.inner.gate.register();
+                    if !self.writable() {
+                        let mut hs = self.inner.hs.lock();
+                        if !(hs.closed || hs.hangup || hs.werror != 0) {
+                            self.inner.wait(&mut hs, ticket, Duration::from_millis(20));
+                        }
+                    }
+                    self.inner.gate.unregister();
                 }
                 r => return r,
             }
         }
+    }
+
+    /// Runs enabled service procedures on this thread, in the executive's arena, before
+    /// waiting for them: LfS's stream head calls `runqueues` at the end of a system call
+    /// (lfs-lis.md §3.4). With worker threads too, this thread is one more runner of the
+    /// same run list (a service procedure still never runs concurrently with itself), so a
+    /// reader or writer waiting on a busy worker moves the stream itself.
+    fn help_run(&self) {
+        let ex = &self.inner.exec.inner;
+        if ex.runlist.is_idle() {
+            return;
+        }
+        let _a = ex.arena.enter();
+        crate::sched::drain(&ex.runlist);
+    }
+
+    /// Spins (the backoff's rounds) until the head's wake-up epoch moves from `epoch`:
+    /// true if it moved (look again), false when the caller should park.
+    fn spin_for(&self, epoch: u64, backoff: &mut Backoff) -> bool {
+        while backoff.snooze() {
+            if self.inner.gate.epoch() != epoch {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether a normal message of band 0 could be written now (`canputnext` of the head).
@@ -1195,18 +1292,25 @@ impl Stream {
             return Ok(None);
         }
         // SAFETY: the head read queue, live while the stream is open.
-        let mp = unsafe { crate::queue::getq(self.head()) };
+        let mp = crate::queue::getq_live(unsafe { &*self.head() });
         // SAFETY: NULL or a message now ours.
         Ok(unsafe { Msg::from_raw(mp) })
     }
 
     /// Like [`Stream::read`], but waits for a message, a hangup or an error. With no
-    /// worker threads it runs the scheduler on this thread first and does not wait.
+    /// worker threads it runs the scheduler on this thread first and does not wait. With
+    /// workers, it first runs enabled service procedures on this thread too (as
+    /// [`Stream::write_wait`]), retries a little (spinning, then yielding), then sleeps until
+    /// a message comes.
     ///
     /// # Errors
     /// As [`Stream::read`].
     pub fn read_wait(&self) -> Result<Option<Msg>, i32> {
+        let mut backoff = Backoff::new();
         loop {
+            // The epoch before looking: spinning waits for it to move (a message came) with
+            // loads only, not retrying `read`'s locks, which the worker needs.
+            let epoch = self.inner.gate.epoch();
             if let Some(m) = self.read()? {
                 return Ok(Some(m));
             }
@@ -1214,13 +1318,26 @@ impl Stream {
                 self.inner.exec.run_until_idle();
                 return self.read();
             }
-            let mut hs = self.inner.hs.lock();
-            if hs.hangup || hs.closed {
-                return Ok(None);
+            if self.inner.flags.load(Ordering::Acquire) & (HF_HUP | HF_CLOSED) == 0 {
+                if self.inner.gate.epoch() == epoch {
+                    self.help_run();
+                }
+                if self.spin_for(epoch, &mut backoff) {
+                    continue;
+                }
             }
-            // SAFETY: the head read queue.
-            if unsafe { (*self.head()).first() }.is_null() {
-                self.inner.wait(&mut hs, Duration::from_millis(50));
+            // Registered before the check: a message queued after it is not lost.
+            let ticket = self.inner.gate.register();
+            let mut hs = self.inner.hs.lock();
+            let done = hs.hangup || hs.closed;
+            // SAFETY: the head read queue (the stream is not closed: checked under `hs`).
+            if !done && unsafe { (*self.head()).first() }.is_null() {
+                self.inner.wait(&mut hs, ticket, Duration::from_millis(50));
+            }
+            drop(hs);
+            self.inner.gate.unregister();
+            if done {
+                return Ok(None);
             }
         }
     }
@@ -1337,7 +1454,8 @@ impl Stream {
             if now >= deadline {
                 break;
             }
-            self.inner.wait(&mut hs, (deadline - now).min(Duration::from_millis(50)));
+            // The answer is set under `hs` and notified: no wake-up gate needed.
+            self.inner.cv.wait_for(&mut hs, (deadline - now).min(Duration::from_millis(50)));
         }
         let mp = std::mem::replace(&mut hs.ioc_reply, null_mut());
         drop(hs);
