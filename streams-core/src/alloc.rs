@@ -379,15 +379,22 @@ unsafe fn init_varying(b: *mut Mdb, env: &'static MsgEnv, base: *mut u8, size: u
 #[inline(always)]
 #[track_caller]
 pub fn allocb(size: usize, pri: u32) -> *mut Mblk {
-    // The small message without BPRI_WAITOK, inline at the call site: the environment
-    // lookup, a cache pop and the two header writes.
-    if size <= FASTBUF && pri & 0xff != BPRI_WAITOK {
-        return allocb_in(env::current(), size, KM_NOSLEEP);
+    // A message in one combined block (small, or a large combined class) without
+    // BPRI_WAITOK, inline at the call site: the environment lookup, a cache pop and the
+    // fields that vary.
+    if pri & 0xff != BPRI_WAITOK {
+        // Two calls, so each inlined copy knows which cache it takes.
+        if size <= FASTBUF {
+            return allocb_in(env::current(), size, KM_NOSLEEP);
+        }
+        if size <= COMBINED_MAX {
+            return allocb_in(env::current(), size, KM_NOSLEEP);
+        }
     }
     allocb_other(size, pri)
 }
 
-/// [`allocb`] for every case but a small message without `BPRI_WAITOK`.
+/// [`allocb`] for every case but a combined-block message without `BPRI_WAITOK`.
 #[inline(never)]
 #[track_caller]
 fn allocb_other(size: usize, pri: u32) -> *mut Mblk {
