@@ -12,8 +12,11 @@
 //! combined block (LfS's `mdbblock`) from one ddi-kmem object cache per arena: a 64-byte
 //! message block, a 64-byte data block, and a [`FASTBUF`] (128-byte) buffer, which holds
 //! the data of a small message (`allocb(size <= 128)`: one cache allocation, 128 bytes of
-//! header per message). A larger message takes its buffer from `kmem_alloc` and keeps the
-//! power-of-two slack up to `db_lim`. `dupb` takes a combined block for its message block
+//! header per message). A message of up to 2048 bytes is one block of a large combined
+//! cache (128 bytes of header and 256, 512, 1024 or 2048 bytes of data, as illumos's
+//! `streams_dblk_N` caches) when the arena's `kmem_alloc` classes are those powers of two.
+//! A larger message takes its buffer from `kmem_alloc` and keeps the power-of-two slack up
+//! to `db_lim`. `dupb` takes a combined block for its message block
 //! only; `pullupmsg` one for its data block only. A combined block returns to its cache when
 //! both halves are unused: the message block after `freeb`, the data block after its last
 //! reference. Each block counts its live halves; the common case (a never-duplicated
