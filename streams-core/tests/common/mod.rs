@@ -92,6 +92,20 @@ pub fn executive(arena: &Arena) -> streams_core::Streams {
     sx
 }
 
+/// After "one", "boom" and "two" were written on `s` over a `panicky` module (which panics on
+/// "boom"): exactly one panic report, naming `panicky` and the message, and "one" then "two"
+/// read back (the panicking message was freed, the stream still works).
+pub fn assert_the_panic_was_reported_and_the_rest_delivered(sx: &streams_core::Streams, s: &streams_core::Stream) {
+    let e = sx.take_errors();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        matches!(&e[0], streams_core::StreamsError::ProcPanicked { call: "put", module: "panicky", message } if message.contains("boom")),
+        "{e:?}"
+    );
+    assert_eq!(s.read().unwrap().unwrap().data(), b"one");
+    assert_eq!(s.read().unwrap().unwrap().data(), b"two", "the panicking message was freed, the stream works");
+}
+
 /// The data of a message as a vector (first block only).
 pub fn data(m: &streams_core::Msg) -> Vec<u8> {
     m.data().to_vec()
