@@ -13,66 +13,27 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+use benches::queues::{BATCH, DATA, hand_over, handoff_stream, pipeline_stream, stream_batch, vecdeque_batch};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use ddi_kmem::{Arena, Checking};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use streams_core::{BPRI_MED, Msg, Streams};
-
-/// Messages per batch in the one-thread pipeline (both sides).
-const BATCH: usize = 64;
-const DATA: [u8; 64] = [0x5a; 64];
-
-fn msg64() -> Msg {
-    let mut m = Msg::alloc(64, BPRI_MED).expect("memory");
-    m.extend_from_slice(&DATA).expect("room");
-    m
-}
+use streams_core::Streams;
 
 fn pipeline(c: &mut Criterion) {
     let arena = Arena::builder().name("bench-queues").checking(Checking::OFF).build();
     let _entered = arena.enter();
     let sx = Streams::builder().arena(&arena).build();
-    examples::modules::register_all(&sx).expect("register");
-    let s = sx.open("loopback", 0).expect("open");
-    for _ in 0..4 {
-        s.push("nullmod").expect("push");
-    }
+    let s = pipeline_stream(&sx);
 
     let mut g = c.benchmark_group("pipeline_1thread");
     g.throughput(Throughput::Elements(BATCH as u64));
-    g.bench_function(BenchmarkId::new("streams_4xnullmod_loopback", BATCH), |b| {
-        b.iter(|| {
-            for _ in 0..BATCH {
-                if s.write(msg64()).is_err() {
-                    panic!("write refused");
-                }
-            }
-            for _ in 0..BATCH {
-                let m = s.read().expect("read").expect("looped back");
-                black_box(m.data()[0]);
-            }
-        })
-    });
+    g.bench_function(BenchmarkId::new("streams_4xnullmod_loopback", BATCH), |b| b.iter(|| stream_batch(&s)));
     let mut stages: [VecDeque<Box<[u8]>>; 4] = Default::default();
     for q in &mut stages {
         q.reserve(BATCH);
     }
-    g.bench_function(BenchmarkId::new("vecdeque_4stage_box", BATCH), |b| {
-        b.iter(|| {
-            for _ in 0..BATCH {
-                stages[0].push_back(Box::from(black_box(&DATA[..])));
-            }
-            for i in 0..3 {
-                while let Some(m) = stages[i].pop_front() {
-                    stages[i + 1].push_back(m);
-                }
-            }
-            while let Some(m) = stages[3].pop_front() {
-                black_box(m[0]);
-            }
-        })
-    });
+    g.bench_function(BenchmarkId::new("vecdeque_4stage_box", BATCH), |b| b.iter(|| vecdeque_batch(&mut stages)));
     g.finish();
     s.close();
     assert_eq!(arena.bytes_in_use(), 0, "queues bench leaked");
@@ -82,30 +43,15 @@ fn handoff(c: &mut Criterion) {
     let arena = Arena::builder().name("bench-handoff").checking(Checking::OFF).build();
     let _entered = arena.enter();
     let sx = Streams::builder().arena(&arena).workers(1).build();
-    examples::modules::register_all(&sx).expect("register");
-    let s = sx.open("loopback", 0).expect("open");
-    s.push("flowmod").expect("push");
+    let s = handoff_stream(&sx);
 
     let mut g = c.benchmark_group("handoff_2threads");
     g.throughput(Throughput::Elements(1));
     g.bench_function("streams_flowmod_worker", |b| {
         b.iter_custom(|iters| {
-            std::thread::scope(|t| {
-                let start = Instant::now();
-                t.spawn(|| {
-                    let _a = arena.enter();
-                    for _ in 0..iters {
-                        if s.write_wait(msg64()).is_err() {
-                            panic!("write refused");
-                        }
-                    }
-                });
-                for _ in 0..iters {
-                    let m = s.read_wait().expect("read").expect("a message");
-                    black_box(m.data()[0]);
-                }
-                start.elapsed()
-            })
+            let start = Instant::now();
+            hand_over(&arena, &s, iters);
+            start.elapsed()
         })
     });
     g.bench_function("crossbeam_bounded1024_box", |b| {

@@ -6,13 +6,10 @@
 //! thread and this thread reading, `flowmod` over `loopback` with one worker; `batches` x 64
 //! messages).
 
+use benches::queues::{BATCH, hand_over, handoff_stream, pipeline_stream, stream_batch, vecdeque_batch};
 use ddi_kmem::{Arena, Checking};
 use std::collections::VecDeque;
-use std::hint::black_box;
-use streams_core::{BPRI_MED, Msg, Streams};
-
-const BATCH: usize = 64;
-const DATA: [u8; 64] = [0x5a; 64];
+use streams_core::Streams;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,60 +21,22 @@ fn main() {
     match mode.as_str() {
         "streams" => {
             let sx = Streams::builder().arena(&arena).build();
-            examples::modules::register_all(&sx).expect("register");
-            let s = sx.open("loopback", 0).expect("open");
-            for _ in 0..4 {
-                s.push("nullmod").expect("push");
-            }
+            let s = pipeline_stream(&sx);
             for _ in 0..n {
-                for _ in 0..BATCH {
-                    let mut m = Msg::alloc(64, BPRI_MED).expect("memory");
-                    m.extend_from_slice(&DATA).expect("room");
-                    assert!(s.write(m).is_ok());
-                }
-                for _ in 0..BATCH {
-                    let m = s.read().expect("read").expect("looped back");
-                    black_box(m.data()[0]);
-                }
+                stream_batch(&s);
             }
             s.close();
         }
         "vecdeque" => {
             let mut stages: [VecDeque<Box<[u8]>>; 4] = Default::default();
             for _ in 0..n {
-                for _ in 0..BATCH {
-                    stages[0].push_back(Box::from(black_box(&DATA[..])));
-                }
-                for i in 0..3 {
-                    while let Some(m) = stages[i].pop_front() {
-                        stages[i + 1].push_back(m);
-                    }
-                }
-                while let Some(m) = stages[3].pop_front() {
-                    black_box(m[0]);
-                }
+                vecdeque_batch(&mut stages);
             }
         }
         "handoff" => {
             let sx = Streams::builder().arena(&arena).workers(1).build();
-            examples::modules::register_all(&sx).expect("register");
-            let s = sx.open("loopback", 0).expect("open");
-            s.push("flowmod").expect("push");
-            let total = n * BATCH as u64;
-            std::thread::scope(|t| {
-                t.spawn(|| {
-                    let _a = arena.enter();
-                    for _ in 0..total {
-                        let mut m = Msg::alloc(64, BPRI_MED).expect("memory");
-                        m.extend_from_slice(&DATA).expect("room");
-                        assert!(s.write_wait(m).is_ok());
-                    }
-                });
-                for _ in 0..total {
-                    let m = s.read_wait().expect("read").expect("a message");
-                    black_box(m.data()[0]);
-                }
-            });
+            let s = handoff_stream(&sx);
+            hand_over(&arena, &s, n * BATCH as u64);
             s.close();
         }
         other => panic!("unknown mode {other}"),

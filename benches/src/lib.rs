@@ -7,6 +7,8 @@
 //! `examples/` holds plain loops for profilers (`perf`, `valgrind --tool=callgrind`) and
 //! `global_kmem`, a program whose global allocator is `KmemGlobal`.
 
+pub mod queues;
+
 /// What `Box::new([0u8; 64])` and its drop do, through `a`'s `GlobalAlloc` methods called
 /// directly: allocate the layout of `[u8; 64]` (64 bytes, align 1), write the array, free.
 /// Shared by the `global_box_64` bench group and the `global_kmem` profiling loop.

@@ -1,0 +1,85 @@
+//! The work of the queue benchmarks, shared by `benches/queues.rs` (criterion) and
+//! `examples/queues_loop.rs` (a plain loop for profilers), so both measure the same thing.
+
+use ddi_kmem::Arena;
+use std::collections::VecDeque;
+use std::hint::black_box;
+use streams_core::{BPRI_MED, Msg, Stream, Streams};
+
+/// Messages per batch in the one-thread pipeline (both sides).
+pub const BATCH: usize = 64;
+/// The 64 bytes every message carries.
+pub const DATA: [u8; 64] = [0x5a; 64];
+
+/// A 64-byte message holding [`DATA`] (`allocb(64)` and a copy).
+#[inline]
+pub fn msg64() -> Msg {
+    let mut m = Msg::alloc(64, BPRI_MED).expect("memory");
+    m.extend_from_slice(&DATA).expect("room");
+    m
+}
+
+/// `loopback` with four `nullmod`s pushed, on `sx` (which has the example modules
+/// registered).
+pub fn pipeline_stream(sx: &Streams) -> Stream {
+    examples::modules::register_all(sx).expect("register");
+    let s = sx.open("loopback", 0).expect("open");
+    for _ in 0..4 {
+        s.push("nullmod").expect("push");
+    }
+    s
+}
+
+/// `loopback` with `flowmod` (service procedures on both sides) pushed, on `sx`.
+pub fn handoff_stream(sx: &Streams) -> Stream {
+    examples::modules::register_all(sx).expect("register");
+    let s = sx.open("loopback", 0).expect("open");
+    s.push("flowmod").expect("push");
+    s
+}
+
+/// One batch through the stream: [`BATCH`] messages written at the head, then read back.
+#[inline]
+pub fn stream_batch(s: &Stream) {
+    for _ in 0..BATCH {
+        assert!(s.write(msg64()).is_ok(), "write refused");
+    }
+    for _ in 0..BATCH {
+        let m = s.read().expect("read").expect("looped back");
+        black_box(m.data()[0]);
+    }
+}
+
+/// One batch through the peer: [`BATCH`] boxes allocated at stage 0, moved through the four
+/// `VecDeque`s, dropped at the end.
+#[inline]
+pub fn vecdeque_batch(stages: &mut [VecDeque<Box<[u8]>>; 4]) {
+    for _ in 0..BATCH {
+        stages[0].push_back(Box::from(black_box(&DATA[..])));
+    }
+    for i in 0..3 {
+        while let Some(m) = stages[i].pop_front() {
+            stages[i + 1].push_back(m);
+        }
+    }
+    while let Some(m) = stages[3].pop_front() {
+        black_box(m[0]);
+    }
+}
+
+/// `total` messages from a writer thread (entering `arena`, `write_wait`) to this thread
+/// (`read_wait`).
+pub fn hand_over(arena: &Arena, s: &Stream, total: u64) {
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            let _a = arena.enter();
+            for _ in 0..total {
+                assert!(s.write_wait(msg64()).is_ok(), "write refused");
+            }
+        });
+        for _ in 0..total {
+            let m = s.read_wait().expect("read").expect("a message");
+            black_box(m.data()[0]);
+        }
+    });
+}
