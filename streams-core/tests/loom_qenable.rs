@@ -65,6 +65,20 @@ fn run_all(list: &RunList<It>) {
     }
 }
 
+/// A thread running the list until it finds nothing listed.
+fn spawn_runner(list: &Arc<RunList<It>>) -> thread::JoinHandle<()> {
+    let list = list.clone();
+    thread::spawn(move || run_all(&list))
+}
+
+/// A thread enabling `q` once.
+fn spawn_enabler(list: &Arc<RunList<It>>, q: &It) -> thread::JoinHandle<()> {
+    let (list, q) = (list.clone(), q.clone());
+    thread::spawn(move || {
+        list.enable(&q);
+    })
+}
+
 #[test]
 fn loom_an_enable_during_the_service_run_is_not_lost() {
     loom::model(|| {
@@ -91,16 +105,8 @@ fn loom_two_runners_never_run_one_service_procedure_at_once() {
         let list = Arc::new(RunList::new());
         let q = item();
         list.enable(&q);
-        let runner = {
-            let list = list.clone();
-            thread::spawn(move || run_all(&list))
-        };
-        let enabler = {
-            let (list, q) = (list.clone(), q.clone());
-            thread::spawn(move || {
-                list.enable(&q);
-            })
-        };
+        let runner = spawn_runner(&list);
+        let enabler = spawn_enabler(&list, &q);
         run_all(&list);
         runner.join().unwrap();
         enabler.join().unwrap();
@@ -116,16 +122,8 @@ fn loom_after_disable_no_runner_touches_the_queue() {
         let list = Arc::new(RunList::new());
         let q = item();
         list.enable(&q);
-        let runner = {
-            let list = list.clone();
-            thread::spawn(move || run_all(&list))
-        };
-        let enabler = {
-            let (list, q) = (list.clone(), q.clone());
-            thread::spawn(move || {
-                list.enable(&q);
-            })
-        };
+        let runner = spawn_runner(&list);
+        let enabler = spawn_enabler(&list, &q);
         list.disable(&q);
         // "Free" the queue: a write that races with any later service run.
         // SAFETY: loom checks the claim that nothing else accesses it now.
@@ -142,12 +140,7 @@ fn loom_a_run_handed_back_is_retried_and_listed_once() {
         let list = Arc::new(RunList::new());
         let q = item();
         list.enable(&q);
-        let enabler = {
-            let (list, q) = (list.clone(), q.clone());
-            thread::spawn(move || {
-                list.enable(&q);
-            })
-        };
+        let enabler = spawn_enabler(&list, &q);
         // The runner could not take the stream's plumbing lock: it hands the run back.
         if let Some(x) = list.try_claim() {
             list.finish(&x, true);
