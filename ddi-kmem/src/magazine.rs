@@ -45,7 +45,6 @@ use crate::cache::CacheCore;
 use crate::flags::KmFlags;
 use crate::quirks::CACHE_LINE;
 use std::mem::MaybeUninit;
-use std::num::NonZeroUsize;
 use std::ptr::{self, NonNull};
 use std::sync::{Arc, Weak};
 
@@ -404,23 +403,36 @@ impl Drop for MagSlot {
     }
 }
 
+/// Buckets of [`ThreadMags::slot_at`]: a request of `size` bytes falls in bucket
+/// `ilog2((size - 1) | 7)` (2 for 1 to 8 bytes, `b` for `2^b + 1` to `2^(b + 1)` bytes, 63 for
+/// 0, whose `size - 1` wraps).
+const BUCKETS: usize = usize::BITS as usize;
+
+/// The bucket of a request of `size` bytes (see [`BUCKETS`]).
+#[inline(always)]
+fn bucket(size: usize) -> usize {
+    (size.wrapping_sub(1) | 7).ilog2() as usize & (BUCKETS - 1)
+}
+
 /// One thread's magazines for every size class of one arena, indexed by class.
 ///
 /// The first fields are what the fast paths need besides the slot: the arena (for the
-/// cache-align flag of small frees and the `kmem_zalloc` length) and the size-to-class
-/// parameters.
+/// cache-align flag of small frees and the `kmem_zalloc` length) and the size-to-slot map.
+#[repr(C)]
 pub(crate) struct ThreadMags {
     /// The arena. Only dereferenced on the owner thread while the arena is current or
     /// otherwise borrowed (see [`ThreadMags::alloc`]); `key` keeps its address from being
     /// reused while this table exists.
     arena: *const ArenaInner,
-    /// With power-of-two classes, the largest class size: requests up to it have their
-    /// class computed. 0 otherwise: every request reads the arena's table (cold).
-    pow2_max: usize,
-    /// The smallest power-of-two class, less one (at least 7).
-    min_mask: NonZeroUsize,
-    /// `log2` of the smallest power-of-two class, less one.
-    bias: u32,
+    /// By [`bucket`] of the request size: the byte offset, from the table's start, of the
+    /// slot whose class serves every size of the bucket; 0 (never a slot: `arena` comes
+    /// first) for none: size 0, above the largest class, or classes that are not powers of
+    /// two (those read the arena's table, cold). A request's slot is one `bsr` and one load
+    /// away, and for a size known at compile time one load: no range test, no class
+    /// arithmetic.
+    slot_at: [u16; BUCKETS],
+    /// Whether the classes are the powers of two (then `slot_at` covers every class).
+    pow2: bool,
     slots: [MagSlot; MAX_CLASSES],
     /// The class caches, by class (as many as the arena has classes).
     cores: Box<[Arc<CacheCore>]>,
@@ -440,11 +452,24 @@ impl ThreadMags {
     pub(crate) fn new(arena: &ArenaInner, key: Weak<ArenaInner>, cores: &[Arc<CacheCore>]) -> Arc<Self> {
         assert!(cores.len() <= MAX_CLASSES, "internal: more than {MAX_CLASSES} size classes");
         let (pow2, min, max) = arena.class_params();
+        let mut slot_at = [0u16; BUCKETS];
+        if pow2 {
+            assert!(min >= 8, "internal: classes start at 8 bytes or more");
+            let first = std::mem::offset_of!(ThreadMags, slots);
+            for (b, at) in slot_at.iter_mut().enumerate().skip(2) {
+                // Bucket `b` holds sizes up to `2^(b + 1)`: the class of that size serves it.
+                let Some(top) = 1usize.checked_shl(b as u32 + 1) else { break };
+                if top > max {
+                    break;
+                }
+                let ix = top.max(min).trailing_zeros() - min.trailing_zeros();
+                *at = u16::try_from(first + ix as usize * size_of::<MagSlot>()).expect("a table is under 64 KiB");
+            }
+        }
         let t = Arc::new(ThreadMags {
             arena: ptr::from_ref(arena),
-            pow2_max: if pow2 { max } else { 0 },
-            min_mask: NonZeroUsize::new(min - 1).expect("classes start at 8 bytes or more"),
-            bias: min.trailing_zeros() - 1,
+            slot_at,
+            pow2,
             slots: std::array::from_fn(|_| MagSlot::new()),
             cores: cores.into(),
             key,
@@ -465,19 +490,23 @@ impl ThreadMags {
         self.key.strong_count() == 0
     }
 
-    /// The power-of-two class serving `size`, or `None` for 0, above the largest class, or
-    /// when the classes are not powers of two.
+    /// The slot serving `size` when the classes are powers of two, or `None` for 0, above
+    /// the largest class, or when the classes are not powers of two.
     #[inline(always)]
-    fn pow2_class(&self, size: usize) -> Option<usize> {
-        let s1 = size.wrapping_sub(1);
-        if s1 < self.pow2_max {
-            // The class of `size` is ceil(log2(size)) - log2(min), at least 0, and
-            // `s1 | (min - 1)` has its top bit at ceil(log2(size)) - 1, or at log2(min) - 1
-            // below the smallest class: one `bsr` and a subtraction, no table.
-            Some(((s1 | self.min_mask.get()).ilog2() - self.bias) as usize)
-        } else {
-            None
+    fn slot_of(&self, size: usize) -> Option<&MagSlot> {
+        let off = usize::from(self.slot_at[bucket(size)]);
+        if off == 0 {
+            return None;
         }
+        let at = ptr::from_ref(self).cast::<u8>().wrapping_add(off).cast::<MagSlot>();
+        // SAFETY: a non-zero entry is the offset of an element of `self.slots` (set in
+        // `new`), so `at` points at that element, inside the table `self` borrows.
+        Some(unsafe { &*at })
+    }
+
+    /// The class of a slot of this table (`slot_of`'s result).
+    fn class_of(&self, slot: &MagSlot) -> usize {
+        (ptr::from_ref(slot).addr() - ptr::from_ref(&self.slots[0]).addr()) / size_of::<MagSlot>()
     }
 
     /// The class serving `size` by the arena's tables (classes that are not powers of two).
@@ -485,7 +514,7 @@ impl ThreadMags {
     /// # Safety
     /// - The arena is alive.
     unsafe fn table_class(&self, size: usize) -> Option<usize> {
-        if self.pow2_max > 0 || size == 0 {
+        if self.pow2 || size == 0 {
             return None;
         }
         // SAFETY: the arena is alive (the contract).
@@ -504,19 +533,19 @@ impl ThreadMags {
         if crate::inject::any_armed() {
             return None;
         }
-        let Some(ix) = self.pow2_class(size) else {
+        let Some(slot) = self.slot_of(size) else {
             // SAFETY: forwarded contract.
             return unsafe { self.alloc_by_table(size, zero) };
         };
         // SAFETY: the owner thread (the contract).
-        let p = match unsafe { self.slots[ix & (MAX_CLASSES - 1)].pop() } {
+        let p = match unsafe { slot.pop() } {
             Some(p) => p,
-            None => self.alloc_miss(ix)?,
+            None => self.alloc_miss(self.class_of(slot))?,
         };
         if zero {
             // SAFETY: the arena is alive (the contract).
-            let n = unsafe { &*self.arena }.zalloc_len(ix, size);
-            // SAFETY: a buffer of class `ix` holds at least `n` bytes (`zalloc_len`).
+            let n = unsafe { &*self.arena }.zalloc_len(self.class_of(slot), size);
+            // SAFETY: a buffer of the slot's class holds at least `n` bytes (`zalloc_len`).
             unsafe { p.as_ptr().write_bytes(0, n) };
         }
         Some(p)
@@ -564,7 +593,7 @@ impl ThreadMags {
     /// - `p` is a live buffer of the arena allocated with `size` bytes, not used after.
     #[inline(always)]
     pub(crate) unsafe fn free(&self, p: NonNull<u8>, size: usize) -> bool {
-        let Some(ix) = self.pow2_class(size) else {
+        let Some(slot) = self.slot_of(size) else {
             // SAFETY: forwarded contract.
             return unsafe { self.free_by_table(p, size) };
         };
@@ -572,10 +601,11 @@ impl ThreadMags {
         if size <= CACHE_LINE / 2 && unsafe { &*self.arena }.cachealign_used() {
             return false;
         }
-        // SAFETY: the owner thread; `p` is a buffer of class `ix` no one uses (the contract).
-        match unsafe { self.slots[ix & (MAX_CLASSES - 1)].push(p) } {
+        // SAFETY: the owner thread; `p` is a buffer of the slot's class no one uses (the
+        // contract).
+        match unsafe { slot.push(p) } {
             Ok(()) => true,
-            Err(p) => self.free_miss(ix, p),
+            Err(p) => self.free_miss(self.class_of(slot), p),
         }
     }
 

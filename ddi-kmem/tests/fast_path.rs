@@ -283,3 +283,38 @@ fn a_thread_exiting_after_its_arena_was_dropped_returns_everything() {
     tx.send(()).unwrap();
     t.join().unwrap();
 }
+
+#[test]
+fn every_size_takes_the_magazines_of_the_class_that_serves_it() {
+    // The fast path maps a size to its slot through a per-bucket table (`ilog2(size - 1)`):
+    // each allocation must be counted by the smallest class that holds it, at every
+    // power-of-two boundary, and by no other class.
+    let a = plain("size-to-slot");
+    let _g = a.enter();
+    warm(64);
+    let counts = || -> Vec<(usize, u64, usize)> {
+        let st = a.stats();
+        st.classes.iter().filter_map(|c| Some((c.size?, c.allocations, c.buffers_in_use))).collect()
+    };
+    let largest = counts().last().expect("classes").0;
+    let mut sizes = vec![1, 2, 7, 8, 9];
+    for shift in 4..=largest.ilog2() {
+        let p = 1usize << shift;
+        sizes.extend([p - 1, p, p + 1]);
+    }
+    sizes.retain(|&s| s <= largest);
+    for size in sizes {
+        let before = counts();
+        let serving = before.iter().position(|c| c.0 >= size).expect("a class holds it");
+        let p = kmem_alloc(size, KM_SLEEP);
+        assert!(!p.is_null(), "kmem_alloc({size})");
+        let after = counts();
+        for (ix, (b, n)) in before.iter().zip(&after).enumerate() {
+            let want = if ix == serving { (b.1 + 1, b.2 + 1) } else { (b.1, b.2) };
+            assert_eq!((n.1, n.2), want, "kmem_alloc({size}): class of {} bytes", b.0);
+        }
+        free(p, size);
+        assert_eq!(a.bytes_in_use(), 0, "kmem_free(.., {size})");
+    }
+    assert!(kmem_alloc(0, KM_SLEEP).is_null(), "kmem_alloc(0) is NULL natively");
+}
