@@ -203,7 +203,7 @@ pub fn kmem_cache_create(
 /// # Compatibility
 /// illumos/Solaris `kmem_cache_alloc(9F)`.
 #[track_caller]
-#[inline]
+#[inline(always)]
 pub fn kmem_cache_alloc(cp: &KmemCache, kmflag: KmFlags) -> *mut c_void {
     let s = &cp.shared;
     // The fast path: nothing to report or inject, and a round in this thread's slot of the
@@ -249,7 +249,7 @@ fn cache_alloc_slow(cp: &KmemCache, kmflag: KmFlags, site: Site) -> *mut c_void 
 /// [`kmem_cache_alloc`] of `cp`, has not been freed, and is not used afterwards. A checked
 /// cache reports a wrong cache, a foreign pointer, a double free or a redzone write instead.
 #[track_caller]
-#[inline]
+#[inline(always)]
 pub unsafe fn kmem_cache_free(cp: &KmemCache, buf: *mut c_void) {
     let Some(p) = NonNull::new(buf.cast::<u8>()) else { return };
     let s = &cp.shared;

@@ -757,6 +757,15 @@ pub(crate) unsafe fn dblk_release(call: &'static str, d: *mut Dblk) {
 /// block on a queue still goes to `free_one`, which reports it), and the uniqueness test
 /// of `db_ref` ([`RefCount::is_unique`], the first step of [`RefCount::release`]).
 ///
+/// The block's environment is nearly always the thread's last one ([`env::last`]). When it
+/// is, the rest runs with the pointer read from the thread-local block (the same
+/// environment): the cache and the thread's magazine slot found through it are then
+/// independent of the loads from the block being freed, so the free does not wait on a
+/// chain of dependent loads (the block, its environment, the cache, the slot) that starts
+/// at the magazine pop which produced the block, only on a predicted branch. The other case
+/// is a separate call, so the compiler cannot merge the two into a conditional move, which
+/// would keep the dependency.
+///
 /// # Safety
 /// As [`freeb`], `mp` not NULL.
 #[inline(always)]
@@ -764,6 +773,40 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     if env::any_checking() {
         return None;
     }
+    // Read before the block, so that the thread's environment is the one the rest uses.
+    let last = env::last();
+    // SAFETY: `mp` is an allocated message block (caller); the block is allocated while its
+    // message block half is, and its data block half holds an initialised `Dblk` (the
+    // constructor's, or written since).
+    let env = unsafe { (*dblk_of(mdb_of_mblk(mp))).db_env };
+    if std::ptr::eq(last, env) {
+        // SAFETY: `last` is `env`, a `&'static MsgEnv`.
+        let env = unsafe { &*last };
+        // SAFETY: forwarded contract; `env` is the block's environment.
+        unsafe { free_fast_in(mp, env) }
+    } else {
+        // SAFETY: forwarded contract; `env` is the block's environment.
+        unsafe { free_fast_other(mp, env) }
+    }
+}
+
+/// [`free_fast`] for a block of another environment than the thread's last.
+///
+/// # Safety
+/// As [`free_fast_in`].
+#[cold]
+#[inline(never)]
+unsafe fn free_fast_other(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
+    // SAFETY: forwarded contract.
+    unsafe { free_fast_in(mp, env) }
+}
+
+/// The body of [`free_fast`], with the block's environment given.
+///
+/// # Safety
+/// As [`freeb`], `mp` not NULL; `env` is the environment of `mp`'s block.
+#[inline(always)]
+unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
     let b = mdb_of_mblk(mp);
     let own = dblk_of(b);
     // SAFETY: `mp` is an allocated message block (caller; no arena checks, so the caller's
@@ -774,8 +817,7 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     }
     // SAFETY: the block is allocated while its message block half is, which `mp` is; its data
     // block half holds an initialised `Dblk` (the constructor's, or written since).
-    let own_d = unsafe { &*own };
-    let (class, env) = (own_d.db_class, own_d.db_env);
+    let class = unsafe { (*own).db_class };
     let d = m.b_datap;
     if d == own {
         // The block's own data block (allocb): free both halves at once when `mp` holds its
@@ -784,13 +826,15 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
         if !unsafe { (*own).db_ref.is_unique() } {
             return None;
         }
-        let cache = match class {
-            DbClass::Fast => &env.cache,
-            // SAFETY: `mp`'s is the only reference to `d` and the block (see below).
-            DbClass::Kmem => return Some(unsafe { free_kmem_message(mp) }),
-            DbClass::Big256 | DbClass::Big512 | DbClass::Big1024 | DbClass::Big2048 => env.block_cache(class),
-            _ => return None,
-        };
+        // The small block first, with its own test, the other classes in a separate call:
+        // the common case is one compare and a predicted branch (a `match` here compiles to
+        // a jump table for every class).
+        if class != DbClass::Fast {
+            // SAFETY: forwarded contract; `mp` holds the only reference to its block's own
+            // data block, of class `class`.
+            return unsafe { FREE_OWN[class as usize & 7](mp, env) };
+        }
+        let cache = &env.cache;
         // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
         // its own (tested above), `db_ref` 1 (unique, and left at 1), `db_halves` 2 (both
         // halves live until now), class `Fast` with the inline buffer (callers never write
@@ -806,6 +850,61 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     }
     // SAFETY: forwarded contract; `mp` is a block of `dupb` on no queue.
     Some(unsafe { free_dup_block(mp, d, env) })
+}
+
+/// How [`free_fast_in`] frees a message whose only reference is to its own block's data
+/// block, of a class other than [`DbClass::Fast`]: `None` (nothing changed) to leave it to
+/// the general path.
+///
+/// # Safety
+/// As [`freeb`]; `mp` is on no queue, its `b_datap` its own block's data block, of the
+/// class the function is listed for, whose only reference is `mp`'s; `env` is the block's
+/// environment.
+type FreeOwn = unsafe fn(*mut Mblk, &'static MsgEnv) -> Option<&'static MsgEnv>;
+
+/// [`FreeOwn`] by class (`DbClass as usize`). An indirect call through this table, not a
+/// `match`: the branch on the class is then the call's predicted target, and each function
+/// names its cache, so the cache (and the thread's slot of it) is known from `env` without
+/// waiting for the class read from the block (a data dependency; see `free_fast`), which
+/// a `match` compiled to an indexed lookup would keep.
+const FREE_OWN: [FreeOwn; 8] = {
+    /// Classes the fast path leaves to the general path.
+    unsafe fn general(_: *mut Mblk, _: &'static MsgEnv) -> Option<&'static MsgEnv> {
+        None
+    }
+    /// A `kmem_alloc` buffer.
+    unsafe fn kmem(mp: *mut Mblk, _: &'static MsgEnv) -> Option<&'static MsgEnv> {
+        // SAFETY: forwarded contract (`FreeOwn`, listed for `DbClass::Kmem`).
+        Some(unsafe { free_kmem_message(mp) })
+    }
+    /// A large combined block of class `I`.
+    unsafe fn big<const I: usize>(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
+        // SAFETY: forwarded contract (`FreeOwn`, listed for large class `I`).
+        Some(unsafe { free_big::<I>(mdb_of_mblk(mp), env) })
+    }
+    let mut t: [FreeOwn; 8] = [general; 8];
+    t[DbClass::Kmem as usize] = kmem;
+    t[DbClass::Big256 as usize] = big::<0>;
+    t[DbClass::Big512 as usize] = big::<1>;
+    t[DbClass::Big1024 as usize] = big::<2>;
+    t[DbClass::Big2048 as usize] = big::<3>;
+    t
+};
+
+/// Frees a message of large combined class `I` whose only reference is its own message
+/// block's (`free_fast`): the block, in its constructed state, back to the class's cache.
+///
+/// # Safety
+/// As [`freeb`]; the block `b` is of `env`'s large combined class `I`, on no queue, its
+/// `b_datap` its own data block, whose only reference is the block's message block.
+#[inline(always)]
+unsafe fn free_big<const I: usize>(b: *mut Mdb, env: &'static MsgEnv) -> &'static MsgEnv {
+    // A block of a big class was taken from that class's cache, which exists.
+    let cache = env.big[I].as_ref().expect("streams: a big combined block without its cache");
+    // SAFETY: as in `free_fast_in` for a small block: neither half is in use, the block is
+    // in its constructed state, and it came from `cache` (the contract).
+    unsafe { kmem_cache_free(cache, b.cast()) };
+    env
 }
 
 /// Frees a message of `allocb` with a `kmem_alloc` buffer whose only reference is `mp`'s

@@ -130,6 +130,13 @@ pub(crate) fn current() -> &'static MsgEnv {
     current_slow(key)
 }
 
+/// The thread's last environment ([`current`]'s cache), unchecked: null before the first
+/// message, or an environment that may not be the current arena's any more. Only compared.
+#[inline(always)]
+pub(crate) fn last() -> *const MsgEnv {
+    LAST.try_with(Cell::get).map_or(std::ptr::null(), |(_, env)| env)
+}
+
 /// [`current`] when the thread's last environment is not the current arena's.
 #[cold]
 #[inline(never)]

@@ -305,3 +305,41 @@ fn many_messages_of_every_kind_come_and_go_clean() {
         }
     });
 }
+
+/// Message blocks handed to another thread in a test.
+struct Blocks(Vec<*mut Mblk>);
+// SAFETY: the blocks are given away whole; only the receiving thread uses them.
+unsafe impl Send for Blocks {}
+
+#[test]
+fn messages_freed_where_the_thread_last_allocated_in_another_arena_go_home() {
+    // `freeb`'s fast path takes the thread's last environment when the block is of it, and
+    // the block's own environment otherwise: messages of every class, freed after the thread
+    // moved to another arena, and on a thread that never allocated, return to their arena.
+    let sizes = [0, 64, FASTBUF, FASTBUF + 1, 512, 1024, 2048, 2049, 4000];
+    let a = Arena::builder().name("home").checking(Checking::OFF).build();
+    let b = Arena::builder().name("away").checking(Checking::OFF).build();
+    let made = || Blocks(a.run(|| sizes.iter().map(|&s| allocb(s, BPRI_MED)).collect()));
+    let free_all = |blocks: Blocks| {
+        for p in blocks.0 {
+            // SAFETY: each came from allocb in `a` and is freed once.
+            unsafe { freeb(p) };
+        }
+    };
+    let here = made();
+    assert!(here.0.iter().all(|p| !p.is_null()));
+    assert!(a.bytes_in_use() > 0);
+    b.run(|| {
+        let own = allocb(64, BPRI_MED);
+        free_all(here);
+        // SAFETY: allocated just above, freed once.
+        unsafe { freeb(own) };
+    });
+    assert_eq!((a.bytes_in_use(), b.bytes_in_use()), (0, 0));
+    let there = made();
+    std::thread::scope(|t| {
+        // This thread never allocated a message.
+        t.spawn(|| free_all(there));
+    });
+    assert_eq!(a.bytes_in_use(), 0);
+}
