@@ -517,6 +517,14 @@ pub(crate) struct AfterRemove {
     pub(crate) backenable: Vec<u8>,
 }
 
+impl AfterRemove {
+    /// Whether nothing is to be back-enabled.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.backenable.is_empty()
+    }
+}
+
 /// Unlinks `mp` from the queue and updates the counts; records back-enables.
 fn unlink(st: &mut QState, mp: *mut Mblk, quirks: &QueueQuirks, after: &mut AfterRemove) {
     let class = class_of(mp);
@@ -775,6 +783,16 @@ pub(crate) unsafe fn alloc_pair(exec: *const ExecInner, stream: *const crate::st
 #[track_caller]
 pub unsafe fn freeq(q: *mut Queue) {
     let Some(q) = check_q("freeq", q) else { return };
+    // SAFETY: checked allocated; the rest is the caller's contract.
+    unsafe { free_pair(q) }
+}
+
+/// [`freeq`] without the queue check, for a pair the caller knows is allocated (the stream
+/// head's, freed with its stream, perhaps outside the arena that checks it).
+///
+/// # Safety
+/// As [`freeq`]; `q` is allocated.
+pub(crate) unsafe fn free_pair(q: &Queue) {
     let pair = q.pair();
     // SAFETY: `pair` is the live pair holding `q`.
     let p = unsafe { &*pair };
@@ -1159,18 +1177,25 @@ pub unsafe fn getq(q: *mut Queue) -> *mut Mblk {
 
 /// `getq` on a queue known to be live (the stream head's own queues): no queue check.
 pub(crate) fn getq_live(qr: &Queue) -> *mut Mblk {
+    let (mp, after) = getq_take(qr);
+    crate::flow::after_remove(qr, after);
+    mp
+}
+
+/// `getq`'s work under the queue's lock, without the back-enable that may follow: the
+/// caller passes the returned [`AfterRemove`] to [`after_remove`](crate::flow::after_remove)
+/// with the plumbing stable (the back-enable walks the stream; the rest touches `qr` alone).
+pub(crate) fn getq_take(qr: &Queue) -> (*mut Mblk, AfterRemove) {
+    let mut after = AfterRemove::default();
     let mut st = qr.st.lock();
     let mp = st.first;
     if mp.is_null() {
         st.flag |= QWANTR;
-        return null_mut();
+        return (null_mut(), after);
     }
     st.flag &= !QWANTR;
-    let mut after = AfterRemove::default();
     unlink(&mut st, mp, qr.quirks(), &mut after);
-    drop(st);
-    crate::flow::after_remove(qr, after);
-    mp
+    (mp, after)
 }
 
 /// Unlinks every message for which `pred` holds and frees them after the lock is dropped;

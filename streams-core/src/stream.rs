@@ -250,6 +250,13 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
+    /// Marks the stream closed (a failed `open`).
+    fn mark_closed(&self) {
+        let mut hs = self.hs.lock();
+        hs.closed = true;
+        self.sync_flags(&hs);
+    }
+
     /// Recomputes the flags from the head state (called with `hs` held).
     fn sync_flags(&self, hs: &HeadState) {
         let f = if hs.rerror != 0 { HF_RERR } else { 0 }
@@ -285,6 +292,28 @@ impl StreamInner {
         }
         let next = hw.next();
         if next.is_null() { null_mut() } else { crate::flow::nfsrv(next) }
+    }
+
+    /// The head's read queue, allocated for as long as `self` (see [`Stream::read`]).
+    #[inline]
+    fn head_rq(&self) -> &Queue {
+        let head = self.head.load(Ordering::Acquire);
+        debug_assert!(!head.is_null(), "internal: a stream without a head pair");
+        // SAFETY: an open `Stream` has its head pair (set by `open` before the `Stream` is
+        // made), freed only by `Drop for StreamInner`, i.e. after every borrow of `self`.
+        unsafe { &*head }
+    }
+
+    /// The back-enable a read at the head asked for (the head's read queue fell below its
+    /// low water mark with a writer waiting), under the plumbing lock (read), which it needs
+    /// to walk the stream; none once the stream is closed (nothing is left below the head).
+    #[cold]
+    #[inline(never)]
+    fn backenable_from_head(&self, after: crate::queue::AfterRemove) {
+        let _r = self.plumb.read_recursive();
+        if self.flags.load(Ordering::Acquire) & HF_CLOSED == 0 {
+            crate::flow::after_remove(self.head_rq(), after);
+        }
     }
 
     /// Waits on `cv` for at most `d`, unless a wake-up came since `ticket` (from
@@ -965,8 +994,8 @@ impl Streams {
         // SAFETY: as for the head.
         let drv = unsafe { alloc_pair(exec, sp) };
         if drv.is_null() {
-            // SAFETY: the head pair, unused.
-            unsafe { freeq(head) };
+            // The head pair is freed with `inner` (closed: see `Drop for StreamInner`).
+            inner.mark_closed();
             return Err(ENOMEM);
         }
         // SAFETY: a fresh pair; the registration outlives it.
@@ -981,14 +1010,11 @@ impl Streams {
         // SAFETY: the driver's read queue; plumbing held for writing.
         let err = unsafe { call_open(drv, &mut dev, DRVOPEN) };
         if err != 0 {
-            // SAFETY: both pairs, unlinked from nothing else, no procedure running.
+            // SAFETY: the driver's pair, linked to the head only, no procedure running.
             unsafe { freeq(drv) };
-            // SAFETY: as above.
-            unsafe { freeq(head) };
-            let mut hs = inner.hs.lock();
-            hs.closed = true;
-            inner.sync_flags(&hs);
-            drop(hs);
+            hw.q_next.store(null_mut(), Ordering::Release);
+            // The head pair is freed with `inner` (closed: see `Drop for StreamInner`).
+            inner.mark_closed();
             return Err(err);
         }
         // SAFETY: the driver pair, opened.
@@ -1006,7 +1032,8 @@ impl Stream {
     }
 
     /// The stream head's read queue (raw). The raw queue accessors return pointers that
-    /// dangle once the stream is closed.
+    /// dangle once the stream is closed (the head's pair, flushed and with its procedures
+    /// off, is freed when the `Stream` is dropped).
     pub fn head_rq(&self) -> *mut Queue {
         self.head()
     }
@@ -1287,12 +1314,15 @@ impl Stream {
                 return Ok(None);
             }
         }
-        let _r = self.inner.plumb.read_recursive();
-        if self.is_closed() {
-            return Ok(None);
+        // No plumbing lock: `getq` touches the head's read queue alone (under its lock), and
+        // the head's pair stays allocated until the `StreamInner` is dropped (`close` turns
+        // its procedures off and flushes it; `Drop for StreamInner` frees it), so a read
+        // racing `close` on another thread finds the queue allocated and, at worst, takes a
+        // message `close` would have flushed. Only a back-enable walks the stream.
+        let (mp, after) = crate::queue::getq_take(self.inner.head_rq());
+        if !after.is_empty() {
+            self.inner.backenable_from_head(after);
         }
-        // SAFETY: the head read queue, live while the stream is open.
-        let mp = crate::queue::getq_live(unsafe { &*self.head() });
         // SAFETY: NULL or a message now ours.
         Ok(unsafe { Msg::from_raw(mp) })
     }
@@ -1330,8 +1360,7 @@ impl Stream {
             let ticket = self.inner.gate.register();
             let mut hs = self.inner.hs.lock();
             let done = hs.hangup || hs.closed;
-            // SAFETY: the head read queue (the stream is not closed: checked under `hs`).
-            if !done && unsafe { (*self.head()).first() }.is_null() {
+            if !done && self.inner.head_rq().first().is_null() {
                 self.inner.wait(&mut hs, ticket, Duration::from_millis(50));
             }
             drop(hs);
@@ -1501,10 +1530,17 @@ impl Stream {
         let head = self.head();
         // SAFETY: the head pair is live.
         unsafe { qprocsoff(head) };
-        // SAFETY: procedures off, nothing refers to the pairs any more.
+        // SAFETY: procedures off, nothing refers to the pair any more.
         unsafe { freeq(drv) };
-        // SAFETY: as above.
-        unsafe { freeq(head) };
+        // The head pair stays allocated until the `StreamInner` goes (`Drop for
+        // StreamInner`), for `Stream::read`, which takes no plumbing lock; here it is cut
+        // off from the freed driver (so no back-enable walks into it) and emptied.
+        let hr = self.inner.head_rq();
+        hr.other().q_next.store(null_mut(), Ordering::Release);
+        for side in [head, hr.other_raw()] {
+            // SAFETY: a queue of the head pair, allocated; its procedures are off.
+            unsafe { crate::queue::flush_where("close", side, |_| true) };
+        }
         let stray = std::mem::replace(&mut self.inner.hs.lock().ioc_reply, null_mut());
         // SAFETY: a pending answer is ours to free.
         unsafe { freemsg(stray) };
@@ -1515,6 +1551,22 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl Drop for StreamInner {
+    /// Frees the head's queue pair, which `close` (or a failed `open`) left allocated for
+    /// readers racing it. A stream that was never closed (`close` refused in interrupt
+    /// context) keeps it: its driver and modules may still refer to it.
+    fn drop(&mut self) {
+        if self.head.load(Ordering::Acquire).is_null() || !self.hs.lock().closed {
+            return;
+        }
+        // SAFETY: the head pair, allocated by `open` (not checked: this may run outside the
+        // arena that registered it); closed, so its procedures are off and no other pair
+        // refers to it (the driver and the modules are freed); `&mut self`: no `Stream`
+        // method runs on it any more.
+        unsafe { crate::queue::free_pair(self.head_rq()) };
     }
 }
 
