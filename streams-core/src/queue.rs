@@ -479,10 +479,7 @@ fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks
         if hipri && (st.pclast.is_null() || st.pclast == prev_of(mp)) {
             st.pclast = mp;
         }
-        st.count += size;
-        if quirks.is_full(st.count, st.hiwat) {
-            st.flag |= QFULL;
-        }
+        count_add(st, size, quirks);
     } else {
         let b = st.band_mut(class as u8).expect("internal: band exists");
         if b.qb_first.is_null() || b.qb_first == next_of(mp) {
@@ -499,6 +496,45 @@ fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks
             st.blocked += 1;
         }
     }
+}
+
+/// Counts `size` more bytes of high-priority or band-0 messages; the queue becomes full
+/// above its high water mark.
+#[inline(always)]
+fn count_add(st: &mut QState, size: usize, quirks: &QueueQuirks) {
+    st.count += size;
+    if quirks.is_full(st.count, st.hiwat) {
+        st.flag |= QFULL;
+    }
+}
+
+/// Counts `size` fewer bytes of high-priority or band-0 messages; below the low water mark
+/// the queue is no longer full, and a waiting writer is back-enabled.
+#[inline(always)]
+fn count_sub(st: &mut QState, size: usize, quirks: &QueueQuirks, after: &mut AfterRemove) {
+    st.count = st.count.saturating_sub(size);
+    if quirks.below_low(st.count, st.lowat, st.hiwat) {
+        st.flag &= !QFULL;
+        if st.flag & QWANTW != 0 {
+            st.flag &= !QWANTW;
+            after.backenable.push(0);
+        }
+    }
+}
+
+/// The size of `mp` if it is a plain message: normal priority, band 0, on no queue (the
+/// common case, which `putq` and `getq` handle without the band and priority work); `None`
+/// for any other (including a misused one: `prepare` reports it).
+#[inline(always)]
+fn plain_size(mp: *mut Mblk) -> Option<usize> {
+    // SAFETY: callers pass allocated message blocks.
+    let m = unsafe { &*mp };
+    let plain = m.b_band == 0
+        && !m.msg_type().is_high_priority()
+        && m.b_pad1 & MBLK_QUEUED == 0
+        && m.b_next.is_null()
+        && m.b_prev.is_null();
+    plain.then(|| size_of_msg(mp))
 }
 
 fn prev_of(mp: *mut Mblk) -> *mut Mblk {
@@ -554,14 +590,7 @@ fn unlink(st: &mut QState, mp: *mut Mblk, quirks: &QueueQuirks, after: &mut Afte
         if st.pclast == mp {
             st.pclast = if !prev.is_null() && is_hipri(prev) { prev } else { null_mut() };
         }
-        st.count = st.count.saturating_sub(size);
-        if quirks.below_low(st.count, st.lowat, st.hiwat) {
-            st.flag &= !QFULL;
-            if st.flag & QWANTW != 0 {
-                st.flag &= !QWANTW;
-                after.backenable.push(0);
-            }
-        }
+        count_sub(st, size, quirks, after);
     } else {
         let b = st.band_mut(class as u8).expect("internal: band exists");
         if b.qb_first == mp {
@@ -954,21 +983,46 @@ pub unsafe fn putq(q: *mut Queue, mp: *mut Mblk) -> i32 {
 /// As [`putq`]; `qr` is live.
 #[track_caller]
 pub(crate) unsafe fn putq_live(qr: &Queue, mp: *mut Mblk) -> i32 {
+    // SAFETY: forwarded.
+    i32::from(unsafe { putq_noting_empty(qr, mp) }.is_some())
+}
+
+/// [`putq_live`], telling whether the queue was empty before: `Some(was_empty)` when the
+/// message was queued, `None` when refused (the caller still owns it).
+///
+/// # Safety
+/// As [`putq_live`].
+#[track_caller]
+#[inline]
+pub(crate) unsafe fn putq_noting_empty(qr: &Queue, mp: *mut Mblk) -> Option<bool> {
     if !check_m("putq", mp) {
-        return 0;
+        return None;
     }
+    let quirks = qr.quirks();
     let mut st = qr.st.lock();
-    let Some((class, size)) = prepare("putq", qr, &mut st, mp) else { return 0 };
     let was_empty = st.first.is_null();
-    let (prev, next) = putq_position(&st, class);
-    // SAFETY: mp is owned and unqueued (prepare); the position is adjacent.
-    unsafe { insert_locked(qr, &mut st, prev, next, mp, size) };
-    let enable = qr.quirks().putq_enables(class, was_empty, st.first == mp, st.flag);
+    let class = if let Some(size) = plain_size(mp) {
+        // The common case: a plain message goes at the tail (`putq_position` for band 0),
+        // counted in `q_count` (`account_add` for band 0).
+        let last = st.last;
+        // SAFETY: mp is owned and on no queue (plain_size); the tail is adjacent to NULL.
+        unsafe { link_between(&mut st, last, null_mut(), mp) };
+        st.msgs += 1;
+        count_add(&mut st, size, quirks);
+        0
+    } else {
+        let (class, size) = prepare("putq", qr, &mut st, mp)?;
+        let (prev, next) = putq_position(&st, class);
+        // SAFETY: mp is owned and unqueued (prepare); the position is adjacent.
+        unsafe { insert_locked(qr, &mut st, prev, next, mp, size) };
+        class
+    };
+    let enable = quirks.putq_enables(class, was_empty, st.first == mp, st.flag);
     drop(st);
     if enable {
         crate::sched::qenable_raw(qr);
     }
-    1
+    Some(was_empty)
 }
 
 /// Puts a message back at the head of its class (after a service procedure found it could
@@ -1194,8 +1248,37 @@ pub(crate) fn getq_take(qr: &Queue) -> (*mut Mblk, AfterRemove) {
         return (null_mut(), after);
     }
     st.flag &= !QWANTR;
-    unlink(&mut st, mp, qr.quirks(), &mut after);
+    let quirks = qr.quirks();
+    if let Some(size) = plain_first_size(mp) {
+        // The common case: a plain message at the head of the queue (no high-priority
+        // message before it, no band), as `unlink` does for the first message of band 0.
+        let next = next_of(mp);
+        st.first = next;
+        if next.is_null() {
+            st.last = null_mut();
+        } else {
+            // SAFETY: `next` is on this queue.
+            unsafe { (*next).b_prev = null_mut() };
+        }
+        // SAFETY: `mp` is on this queue and now unlinked.
+        let m = unsafe { &mut *mp };
+        m.b_next = null_mut();
+        m.b_pad1 &= !MBLK_QUEUED;
+        st.msgs -= 1;
+        count_sub(&mut st, size, quirks, &mut after);
+    } else {
+        unlink(&mut st, mp, quirks, &mut after);
+    }
     (mp, after)
+}
+
+/// The size of the first message of a queue if it is a plain one (normal priority, band 0).
+#[inline(always)]
+fn plain_first_size(mp: *mut Mblk) -> Option<usize> {
+    // SAFETY: a message on a live queue.
+    let m = unsafe { &*mp };
+    debug_assert!(m.b_prev.is_null(), "internal: the first message has a predecessor");
+    (m.b_band == 0 && !m.msg_type().is_high_priority()).then(|| size_of_msg(mp))
 }
 
 /// Unlinks every message for which `pred` holds and frees them after the lock is dropped;

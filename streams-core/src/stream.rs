@@ -393,11 +393,25 @@ unsafe fn head_wput(_q: *mut Queue, mp: *mut Mblk) -> i32 {
 
 /// The head's read put procedure (see the module doc).
 unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
-    let s = stream_of(q);
     // SAFETY: the message is ours (put procedure contract).
     let m = unsafe { &*mp };
     let t = m.msg_type();
     match t {
+        // Data first: the common case.
+        _ if datamsg(t) || t == crate::dblk::M_SIG || t == crate::dblk::M_PCSIG => {
+            // SAFETY: the head read queue, live: its put procedure runs.
+            let hq = unsafe { &*q };
+            // SAFETY: the message is ours.
+            match unsafe { crate::queue::putq_noting_empty(hq, mp) } {
+                // SAFETY: refused: still ours.
+                None => unsafe { freemsg(mp) },
+                // Readers wait (spin or sleep: `read_wait`) only after finding this queue
+                // empty, so only the first message into an empty queue can make a waiter's
+                // condition true: the later ones skip the wake-up gate's read-modify-write.
+                Some(true) => stream_of(q).wake(),
+                Some(false) => {}
+            }
+        }
         M_FLUSH => {
             let flag = m.data().first().copied().unwrap_or(0);
             let band = if flag & FLUSHBAND != 0 { m.data().get(1).copied() } else { None };
@@ -426,6 +440,7 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
                 1 => (d[0], d[0]),
                 _ => (d[0], d[1]),
             };
+            let s = stream_of(q);
             let mut hs = s.hs.lock();
             if r != NOERROR {
                 hs.rerror = i32::from(r);
@@ -450,6 +465,7 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
             }
         }
         M_HANGUP | M_UNHANGUP => {
+            let s = stream_of(q);
             let mut hs = s.hs.lock();
             hs.hangup = t == M_HANGUP;
             s.sync_flags(&hs);
@@ -461,6 +477,7 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
         }
         M_IOCACK | M_IOCNAK => {
             let id = Iocblk::read(m).map(|i| i.ioc_id);
+            let s = stream_of(q);
             let mut hs = s.hs.lock();
             if id.is_some() && hs.ioc_wait == id && hs.ioc_reply.is_null() {
                 hs.ioc_reply = mp;
@@ -471,16 +488,6 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
                 // SAFETY: ours.
                 unsafe { freemsg(mp) };
             }
-        }
-        _ if datamsg(t) || t == crate::dblk::M_SIG || t == crate::dblk::M_PCSIG => {
-            // SAFETY: the head read queue, live: its put procedure runs.
-            let hq = unsafe { &*q };
-            // SAFETY: the message is ours.
-            if unsafe { crate::queue::putq_live(hq, mp) } == 0 {
-                // SAFETY: refused: still ours.
-                unsafe { freemsg(mp) };
-            }
-            s.wake();
         }
         _ => {
             tracing::debug!(msg_type = ?t, "stream head: message not handled, freed");
