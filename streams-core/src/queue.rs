@@ -38,7 +38,7 @@ use crate::mblk::Mblk;
 use crate::module::{ModuleInfo, QInit};
 use crate::perim::Perimeter;
 use crate::sched::{ExecInner, SvcState};
-use crate::sync::{AtomicPtr, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
 use ddi_kmem::{Arena, KM_NOSLEEP, KM_SLEEP, current_arena, in_interrupt};
 use std::collections::HashSet;
 use std::ffi::c_void;
@@ -145,6 +145,14 @@ pub struct Queue {
     pub(crate) q_next: AtomicPtr<Queue>,
     pub(crate) q_ptr: AtomicPtr<c_void>,
     pub(crate) svc: SvcState,
+    /// `QFULL`, mirrored: written under the queue's lock whenever `QFULL` changes (only
+    /// `count_add` and `count_sub` change it), read without the lock by the band-0
+    /// flow-control test, which takes the lock only when it finds the queue full (to set
+    /// `QWANTW` under it, after checking `QFULL` itself). Relaxed: the hint guards no other
+    /// data; a stale "not full" lets a writer through as if its test had come just before
+    /// the queue filled, which a locked test could also have done (`canput` is a snapshot);
+    /// a stale "full" is corrected under the lock.
+    pub(crate) full_hint: AtomicBool,
     readr: bool,
     /// The pair this queue is in, with the provenance of the whole allocation (so that
     /// `OTHERQ` and the shared part are reached through it, never by offsetting a reference
@@ -192,6 +200,7 @@ impl Queue {
             q_next: AtomicPtr::new(null_mut()),
             q_ptr: AtomicPtr::new(null_mut()),
             svc: SvcState::new(),
+            full_hint: AtomicBool::new(false),
             readr,
             pair: null_mut(),
             st: Mutex::new(QState {
@@ -471,7 +480,8 @@ unsafe fn link_between(st: &mut QState, prev: *mut Mblk, next: *mut Mblk, mp: *m
 }
 
 /// Accounts a message just linked; returns whether a band or the queue became full.
-fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks) {
+fn account_add(q: &Queue, st: &mut QState, mp: *mut Mblk, size: usize) {
+    let quirks = q.quirks();
     let class = class_of(mp);
     st.msgs += 1;
     let hipri = class == 256;
@@ -479,7 +489,7 @@ fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks
         if hipri && (st.pclast.is_null() || st.pclast == prev_of(mp)) {
             st.pclast = mp;
         }
-        count_add(st, size, quirks);
+        count_add(q, st, size, quirks);
     } else {
         let b = st.band_mut(class as u8).expect("internal: band exists");
         if b.qb_first.is_null() || b.qb_first == next_of(mp) {
@@ -498,23 +508,31 @@ fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks
     }
 }
 
-/// Counts `size` more bytes of high-priority or band-0 messages; the queue becomes full
-/// above its high water mark.
+/// Counts `size` more bytes of high-priority or band-0 messages (`st` is `q`'s locked
+/// state); the queue becomes full above its high water mark. `QFULL` is set and cleared
+/// here and in [`count_sub`] only, which mirror it in [`Queue::full_hint`].
 #[inline(always)]
-fn count_add(st: &mut QState, size: usize, quirks: &QueueQuirks) {
+fn count_add(q: &Queue, st: &mut QState, size: usize, quirks: &QueueQuirks) {
     st.count += size;
-    if quirks.is_full(st.count, st.hiwat) {
+    if quirks.is_full(st.count, st.hiwat) && st.flag & QFULL == 0 {
         st.flag |= QFULL;
+        // Relaxed: see `full_hint`.
+        q.full_hint.store(true, Ordering::Relaxed);
     }
 }
 
-/// Counts `size` fewer bytes of high-priority or band-0 messages; below the low water mark
-/// the queue is no longer full, and a waiting writer is back-enabled.
+/// Counts `size` fewer bytes of high-priority or band-0 messages (`st` is `q`'s locked
+/// state); below the low water mark the queue is no longer full, and a waiting writer is
+/// back-enabled.
 #[inline(always)]
-fn count_sub(st: &mut QState, size: usize, quirks: &QueueQuirks, after: &mut AfterRemove) {
+fn count_sub(q: &Queue, st: &mut QState, size: usize, quirks: &QueueQuirks, after: &mut AfterRemove) {
     st.count = st.count.saturating_sub(size);
     if quirks.below_low(st.count, st.lowat, st.hiwat) {
-        st.flag &= !QFULL;
+        if st.flag & QFULL != 0 {
+            st.flag &= !QFULL;
+            // Relaxed: see `full_hint`.
+            q.full_hint.store(false, Ordering::Relaxed);
+        }
         if st.flag & QWANTW != 0 {
             st.flag &= !QWANTW;
             after.backenable.push(0);
@@ -562,7 +580,8 @@ impl AfterRemove {
 }
 
 /// Unlinks `mp` from the queue and updates the counts; records back-enables.
-fn unlink(st: &mut QState, mp: *mut Mblk, quirks: &QueueQuirks, after: &mut AfterRemove) {
+fn unlink(q: &Queue, st: &mut QState, mp: *mut Mblk, after: &mut AfterRemove) {
+    let quirks = q.quirks();
     let class = class_of(mp);
     let size = size_of_msg(mp);
     let (prev, next) = (prev_of(mp), next_of(mp));
@@ -590,7 +609,7 @@ fn unlink(st: &mut QState, mp: *mut Mblk, quirks: &QueueQuirks, after: &mut Afte
         if st.pclast == mp {
             st.pclast = if !prev.is_null() && is_hipri(prev) { prev } else { null_mut() };
         }
-        count_sub(st, size, quirks, after);
+        count_sub(q, st, size, quirks, after);
     } else {
         let b = st.band_mut(class as u8).expect("internal: band exists");
         if b.qb_first == mp {
@@ -917,7 +936,7 @@ pub unsafe fn OTHERQ(q: *mut Queue) -> *mut Queue {
 unsafe fn insert_locked(q: &Queue, st: &mut QState, prev: *mut Mblk, next: *mut Mblk, mp: *mut Mblk, size: usize) {
     // SAFETY: forwarded.
     unsafe { link_between(st, prev, next, mp) };
-    account_add(st, mp, size, q.quirks());
+    account_add(q, st, mp, size);
 }
 
 /// Common front part of putq/putbq/insq: checks, forces the band of high-priority
@@ -1008,7 +1027,7 @@ pub(crate) unsafe fn putq_noting_empty(qr: &Queue, mp: *mut Mblk) -> Option<bool
         // SAFETY: mp is owned and on no queue (plain_size); the tail is adjacent to NULL.
         unsafe { link_between(&mut st, last, null_mut(), mp) };
         st.msgs += 1;
-        count_add(&mut st, size, quirks);
+        count_add(qr, &mut st, size, quirks);
         0
     } else {
         let (class, size) = prepare("putq", qr, &mut st, mp)?;
@@ -1196,7 +1215,7 @@ pub unsafe fn rmvq(q: *mut Queue, mp: *mut Mblk) {
         return;
     }
     let mut after = AfterRemove::default();
-    unlink(&mut st, mp, qr.quirks(), &mut after);
+    unlink(qr, &mut st, mp, &mut after);
     drop(st);
     crate::flow::after_remove(qr, after);
 }
@@ -1265,9 +1284,9 @@ pub(crate) fn getq_take(qr: &Queue) -> (*mut Mblk, AfterRemove) {
         m.b_next = null_mut();
         m.b_pad1 &= !MBLK_QUEUED;
         st.msgs -= 1;
-        count_sub(&mut st, size, quirks, &mut after);
+        count_sub(qr, &mut st, size, quirks, &mut after);
     } else {
-        unlink(&mut st, mp, quirks, &mut after);
+        unlink(qr, &mut st, mp, &mut after);
     }
     (mp, after)
 }
@@ -1299,7 +1318,7 @@ pub(crate) unsafe fn flush_where(call: &'static str, q: *mut Queue, pred: impl F
         while !mp.is_null() {
             let next = next_of(mp);
             if pred(mp) {
-                unlink(&mut st, mp, quirks, &mut after);
+                unlink(qr, &mut st, mp, &mut after);
                 // Chain the freed messages through b_next (they are off the queue, unmarked).
                 // SAFETY: `mp` is unlinked and ours.
                 unsafe { (*mp).b_next = freed };
