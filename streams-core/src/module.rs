@@ -238,15 +238,18 @@ impl<'a> QRef<'a> {
     ///
     /// # Safety
     /// `q` is a live queue whose plumbing is stable for `'a` (inside one of its procedures).
+    #[inline]
     pub unsafe fn from_raw(q: *mut Queue) -> QRef<'a> {
         QRef { q: NonNull::new(q).expect("QRef::from_raw: NULL queue"), _life: PhantomData, _not_send: PhantomData }
     }
 
     /// The raw queue, for the DDI functions.
+    #[inline]
     pub fn as_ptr(&self) -> *mut Queue {
         self.q.as_ptr()
     }
 
+    #[inline]
     fn queue(&self) -> &'a Queue {
         // SAFETY: live for 'a (from_raw).
         unsafe { &*self.q.as_ptr() }
