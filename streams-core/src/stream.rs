@@ -10,13 +10,19 @@
 //!
 //! # The plumbing lock
 //!
-//! Each stream has a reader-writer lock (LfS `sd_plumb`). Every entry into the stream holds
-//! it for reading — a write or read at the head, an ioctl, [`put`] from outside, a service
-//! procedure run by the scheduler — and `putnext` inside the stream takes nothing, so
-//! `q_next` is stable for every procedure. `I_PUSH`, `I_POP`, open and close hold it for
-//! writing, and so change the plumbing, call the modules' open and close routines and free
-//! queues with no procedure of the stream running. (Open and close routines therefore must
-//! not wait for the stream's service procedures: there is no `qwait` yet.)
+//! Each stream has a reader-writer lock (LfS `sd_plumb`). Every entry into the stream that
+//! walks it holds it for reading — a write at the head, an ioctl, a flush, [`put`] from
+//! outside, a service procedure run by the scheduler — and `putnext` inside the stream takes
+//! nothing, so `q_next` is stable for every procedure. `I_PUSH`, `I_POP`, open and close hold
+//! it for writing, and so change the plumbing, call the modules' open and close routines and
+//! free queues with no procedure of the stream running. (Open and close routines therefore
+//! must not wait for the stream's service procedures: there is no `qwait` yet.)
+//!
+//! A read at the head ([`Stream::read`]) does not take it: the head's queue pair is freed
+//! only when the stream's state is dropped (`close` turns its procedures off, cuts it off
+//! from the driver and flushes it), so `getq` on the head's read queue, under that queue's
+//! lock, is safe even while another thread closes the stream. Only the back-enable a read
+//! may ask for walks the stream; it takes the lock.
 //!
 //! # The head
 //!
