@@ -35,7 +35,7 @@ use crate::env;
 use crate::error::StreamsError;
 use crate::flow::QueueQuirks;
 use crate::mblk::Mblk;
-use crate::module::{ModuleInfo, QInit};
+use crate::module::{ModuleInfo, PutProc, QInit};
 use crate::perim::Perimeter;
 use crate::sched::{ExecInner, SvcState};
 use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
@@ -153,6 +153,11 @@ pub struct Queue {
     /// the queue filled, which a locked test could also have done (`canput` is a snapshot);
     /// a stale "full" is corrected under the lock.
     pub(crate) full_hint: AtomicBool,
+    /// The put procedure `putnext` may call in place (a `PutProc` as a pointer), or NULL:
+    /// set only while the queue's procedures are on, it has no perimeter and its qinit has a
+    /// put procedure (`refresh_fast_put`, after any of these changes); NULL sends `putnext`
+    /// the full way, which tests them all.
+    fast_put: AtomicPtr<()>,
     readr: bool,
     /// The pair this queue is in, with the provenance of the whole allocation (so that
     /// `OTHERQ` and the shared part are reached through it, never by offsetting a reference
@@ -201,6 +206,7 @@ impl Queue {
             q_ptr: AtomicPtr::new(null_mut()),
             svc: SvcState::new(),
             full_hint: AtomicBool::new(false),
+            fast_put: AtomicPtr::new(null_mut()),
             readr,
             pair: null_mut(),
             st: Mutex::new(QState {
@@ -359,6 +365,35 @@ impl Queue {
     pub(crate) fn procs_off(&self) -> bool {
         self.svc.is_off()
     }
+
+    /// The put procedure to call in place: procedures on, no perimeter (see `fast_put`).
+    #[inline]
+    pub(crate) fn fast_put(&self) -> Option<PutProc> {
+        // Acquire: pairs with the release store in `refresh_fast_put` (the procedure's
+        // qinit is visible; the pointer itself is a code address).
+        let p = self.fast_put.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL `fast_put` was stored from a `PutProc` (`refresh_fast_put`).
+        Some(unsafe { std::mem::transmute::<*mut (), PutProc>(p) })
+    }
+}
+
+/// Recomputes `q`'s `fast_put` after a change to its procedures-off state, perimeter or
+/// qinit. Under the queue's lock, so refreshes run one at a time: the last one starts after
+/// every change made before its caller's refresh, and stores the value of the final state.
+pub(crate) fn refresh_fast_put(q: &Queue) {
+    let _st = q.st.lock();
+    let perim = q.shared().perim.load(Ordering::Acquire);
+    let putp = if q.procs_off() || !perim.is_null() {
+        None
+    } else {
+        // SAFETY: q_qinfo is NULL or a QInit that outlives the pair.
+        unsafe { q.qinfo().as_ref() }.and_then(|qi| qi.qi_putp)
+    };
+    // Release: see `Queue::fast_put`.
+    q.fast_put.store(putp.map_or(null_mut(), |f| f as *mut ()), Ordering::Release);
 }
 
 impl QState {
@@ -832,17 +867,19 @@ pub(crate) unsafe fn alloc_pair(exec: *const ExecInner, stream: *const crate::st
 pub unsafe fn freeq(q: *mut Queue) {
     let Some(q) = check_q("freeq", q) else { return };
     // SAFETY: checked allocated; the rest is the caller's contract.
-    unsafe { free_pair(q) }
+    unsafe { free_pair(q.pair()) }
 }
 
 /// [`freeq`] without the queue check, for a pair the caller knows is allocated (the stream
-/// head's, freed with its stream, perhaps outside the arena that checks it).
+/// head's, freed with its stream, perhaps outside the arena that checks it). A raw pointer,
+/// not a reference: the pair is freed while this runs, which a reference argument (live for
+/// the whole call) would forbid.
 ///
 /// # Safety
-/// As [`freeq`]; `q` is allocated.
-pub(crate) unsafe fn free_pair(q: &Queue) {
-    let pair = q.pair();
-    // SAFETY: `pair` is the live pair holding `q`.
+/// `pair` is an allocated pair (`Queue::pair`, with the allocation's provenance); otherwise as
+/// [`freeq`].
+pub(crate) unsafe fn free_pair(pair: *mut QPair) {
+    // SAFETY: caller: the pair is allocated; `p` is not used after `drop_in_place` below.
     let p = unsafe { &*pair };
     for side in [&p.rq, &p.wq] {
         crate::sched::disable(side);
@@ -1570,6 +1607,7 @@ pub unsafe fn strqset(q: *mut Queue, what: QField, pri: u8, val: isize) -> i32 {
 /// `q` is a live queue; `qi` outlives the pair.
 pub(crate) unsafe fn set_qinfo(q: &Queue, qi: *const QInit) {
     q.q_qinfo.store(qi.cast_mut(), Ordering::Release);
+    refresh_fast_put(q);
     if qi.is_null() {
         return;
     }

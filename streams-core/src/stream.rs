@@ -1579,7 +1579,7 @@ impl Drop for StreamInner {
         // arena that registered it); closed, so its procedures are off and no other pair
         // refers to it (the driver and the modules are freed); `&mut self`: no `Stream`
         // method runs on it any more.
-        unsafe { crate::queue::free_pair(self.head_rq()) };
+        unsafe { crate::queue::free_pair(self.head_rq().pair()) };
     }
 }
 
