@@ -340,7 +340,8 @@ unsafe impl Sync for StreamInner {}
 
 /// An open stream: the stream head's side of a driver with modules pushed on it.
 ///
-/// Dropping it closes the stream (as [`Stream::close`]).
+/// Dropping it closes the stream (as [`Stream::close`]) and frees the stream head's queue
+/// pair, the last of its memory.
 pub struct Stream {
     inner: Arc<StreamInner>,
 }
@@ -1513,7 +1514,10 @@ impl Stream {
     }
 
     /// Closes the stream: pops every module (calling its close), closes the driver, frees
-    /// every queue and every message still on them. Idempotent.
+    /// every queue and every message still on them, except the stream head's queue pair,
+    /// which it turns off and empties: that pair's memory returns to the arena when the
+    /// `Stream` is dropped (a [`read`](Stream::read) racing `close` on another thread may
+    /// still be using it). Idempotent.
     pub fn close(&self) {
         if in_interrupt() {
             env::current().misuse(StreamsError::SleepInInterrupt { call: "close" });
