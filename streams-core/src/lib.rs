@@ -110,9 +110,9 @@
 //! [`put`], a service run) holds the stream's plumbing lock for reading, so `q_next` is
 //! stable inside procedures without any per-`putnext` locking; push, pop, open and close
 //! hold it for writing. A read at the head does not: the head's queue pair lives until the
-//! stream's state is dropped, so `getq` on it needs only that queue's lock. The head handles `M_FLUSH` (flush, reflect), `M_ERROR`, `M_HANGUP`, and
-//! `M_IOCACK`/`M_IOCNAK` for [`Stream::ioctl`]; its read queue has the personality's
-//! `STRHIGH`/`STRLOW`.
+//! stream's state is dropped, so `getq` on it needs only that queue's lock. The head handles
+//! `M_FLUSH` (flush, reflect), `M_ERROR`, `M_HANGUP`, and `M_IOCACK`/`M_IOCNAK` for
+//! [`Stream::ioctl`]; its read queue has the personality's `STRHIGH`/`STRLOW`.
 //!
 //! **Modules.** A C module ports as a [`StreamTab`] of [`QInit`]s with raw procedures
 //! ([`Streams::register_raw`]); a Rust module implements [`Module`]: the type is the
