@@ -1295,6 +1295,7 @@ pub(crate) fn getq_live(qr: &Queue) -> *mut Mblk {
 /// `getq`'s work under the queue's lock, without the back-enable that may follow: the
 /// caller passes the returned [`AfterRemove`] to [`after_remove`](crate::flow::after_remove)
 /// with the plumbing stable (the back-enable walks the stream; the rest touches `qr` alone).
+#[inline]
 pub(crate) fn getq_take(qr: &Queue) -> (*mut Mblk, AfterRemove) {
     let mut after = AfterRemove::default();
     let mut st = qr.st.lock();
