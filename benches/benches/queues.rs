@@ -35,7 +35,8 @@ fn pipeline(c: &mut Criterion) {
     }
     g.bench_function(BenchmarkId::new("vecdeque_4stage_box", BATCH), |b| b.iter(|| vecdeque_batch(&mut stages)));
     g.finish();
-    s.close();
+    // Dropping closes it and returns the head's queue pair, which `close` keeps until then.
+    drop(s);
     assert_eq!(arena.bytes_in_use(), 0, "queues bench leaked");
 }
 
@@ -73,7 +74,8 @@ fn handoff(c: &mut Criterion) {
         })
     });
     g.finish();
-    s.close();
+    // As in `pipeline`: dropping closes and returns the head's pair.
+    drop(s);
     drop(sx);
     assert_eq!(arena.bytes_in_use(), 0, "handoff bench leaked");
 }

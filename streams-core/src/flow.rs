@@ -13,6 +13,7 @@
 use crate::env;
 use crate::error::StreamsError;
 use crate::queue::{AfterRemove, QB_BACK, QB_FULL, QB_WANTW, QBACK, QFULL, QNOENB, QWANTR, QWANTW, Queue};
+use crate::sync::Ordering;
 use std::ptr::null_mut;
 
 /// When a queue or band is full.
@@ -191,8 +192,20 @@ pub(crate) fn backenable(q: &Queue, band: u8) {
 }
 
 /// Tests a queue (not the next one) for room, marking it wanted if full.
+#[inline]
 fn test_room(q: &Queue, band: u8) -> bool {
+    // Band 0 and not full (the common case): no lock (see `Queue::full_hint`).
+    if band == 0 && !q.full_hint.load(Ordering::Relaxed) {
+        return true;
+    }
+    test_room_locked(q, band)
+}
+
+/// [`test_room`] under the queue's lock.
+fn test_room_locked(q: &Queue, band: u8) -> bool {
     let mut st = q.st.lock();
+    // Both are written under the lock, which we hold.
+    debug_assert_eq!(st.flag & QFULL != 0, q.full_hint.load(Ordering::Relaxed), "internal: QFULL hint");
     if band == 0 {
         if st.flag & QFULL != 0 {
             st.flag |= QWANTW;

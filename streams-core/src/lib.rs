@@ -79,7 +79,8 @@
 //! ([`MBLK_QUEUED`]), so `freeb` of the sole message of a queue and a second `putq` are caught.
 //!
 //! **Flow control** ([`canput`] and friends, `flow.rs`): `QFULL`/`QB_FULL` above the high
-//! water mark, cleared below the low water mark or at zero; a failed test sets
+//! water mark, cleared below the low water mark or at zero (`QFULL` is mirrored in an
+//! atomic, so a band-0 test of a queue that is not full takes no lock); a failed test sets
 //! `QWANTW`/`QB_WANTW`; when the queue drains, the nearest upstream queue with a service
 //! procedure is enabled (back-enabling). The "next" tests walk `q_next` to the nearest queue
 //! with a service procedure; the stream head caches its target (LfS `q_nfsrv`), recomputed
@@ -105,12 +106,13 @@
 //!
 //! **Streams** (`stream.rs`): [`Streams`] (the executive: run list, workers, module registry,
 //! quirks) opens a [`Stream`] on a registered driver; [`Stream::push`]/[`Stream::pop`] are
-//! `I_PUSH`/`I_POP` by name. Every entry into a stream (head write/read/ioctl, [`put`], a
-//! service run) holds the stream's plumbing lock for reading, so `q_next` is stable inside
-//! procedures without any per-`putnext` locking; push, pop, open and close hold it for
-//! writing. The head handles `M_FLUSH` (flush, reflect), `M_ERROR`, `M_HANGUP`, and
-//! `M_IOCACK`/`M_IOCNAK` for [`Stream::ioctl`]; its read queue has the personality's
-//! `STRHIGH`/`STRLOW`.
+//! `I_PUSH`/`I_POP` by name. Every entry into a stream that walks it (head write/ioctl,
+//! [`put`], a service run) holds the stream's plumbing lock for reading, so `q_next` is
+//! stable inside procedures without any per-`putnext` locking; push, pop, open and close
+//! hold it for writing. A read at the head does not: the head's queue pair lives until the
+//! stream's state is dropped, so `getq` on it needs only that queue's lock. The head handles
+//! `M_FLUSH` (flush, reflect), `M_ERROR`, `M_HANGUP`, and `M_IOCACK`/`M_IOCNAK` for
+//! [`Stream::ioctl`]; its read queue has the personality's `STRHIGH`/`STRLOW`.
 //!
 //! **Modules.** A C module ports as a [`StreamTab`] of [`QInit`]s with raw procedures
 //! ([`Streams::register_raw`]); a Rust module implements [`Module`]: the type is the

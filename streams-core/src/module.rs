@@ -238,15 +238,18 @@ impl<'a> QRef<'a> {
     ///
     /// # Safety
     /// `q` is a live queue whose plumbing is stable for `'a` (inside one of its procedures).
+    #[inline]
     pub unsafe fn from_raw(q: *mut Queue) -> QRef<'a> {
         QRef { q: NonNull::new(q).expect("QRef::from_raw: NULL queue"), _life: PhantomData, _not_send: PhantomData }
     }
 
     /// The raw queue, for the DDI functions.
+    #[inline]
     pub fn as_ptr(&self) -> *mut Queue {
         self.q.as_ptr()
     }
 
+    #[inline]
     fn queue(&self) -> &'a Queue {
         // SAFETY: live for 'a (from_raw).
         unsafe { &*self.q.as_ptr() }
@@ -483,7 +486,7 @@ unsafe fn t_put<M: Module, const READ: bool>(q: *mut Queue, mp: *mut Mblk) -> i3
     let Some(m) = (unsafe { Msg::from_raw(mp) }) else { return 0 };
     // SAFETY: the put procedure is called on a live queue.
     let Some(inst) = (unsafe { inst_of::<M>(q) }) else {
-        tracing::warn!(module = M::INFO.mi_idname, "put before open: message freed");
+        put_before_open(M::INFO.mi_idname, m);
         return 0;
     };
     // SAFETY: inside the procedure call.
@@ -494,6 +497,15 @@ unsafe fn t_put<M: Module, const READ: bool>(q: *mut Queue, mp: *mut Mblk) -> i3
         inst.wput(qr, m)
     }
     0
+}
+
+/// A put before the module's open stored its instance: the message is freed (out of line,
+/// so the trampoline's frame stays small).
+#[cold]
+#[inline(never)]
+fn put_before_open(module: &'static str, m: Msg) {
+    drop(m);
+    tracing::warn!(module, "put before open: message freed");
 }
 
 unsafe fn t_srv<M: Module, const READ: bool>(q: *mut Queue) -> i32 {

@@ -35,10 +35,10 @@ use crate::env;
 use crate::error::StreamsError;
 use crate::flow::QueueQuirks;
 use crate::mblk::Mblk;
-use crate::module::{ModuleInfo, QInit};
+use crate::module::{ModuleInfo, PutProc, QInit};
 use crate::perim::Perimeter;
 use crate::sched::{ExecInner, SvcState};
-use crate::sync::{AtomicPtr, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
 use ddi_kmem::{Arena, KM_NOSLEEP, KM_SLEEP, current_arena, in_interrupt};
 use std::collections::HashSet;
 use std::ffi::c_void;
@@ -145,6 +145,19 @@ pub struct Queue {
     pub(crate) q_next: AtomicPtr<Queue>,
     pub(crate) q_ptr: AtomicPtr<c_void>,
     pub(crate) svc: SvcState,
+    /// `QFULL`, mirrored: written under the queue's lock whenever `QFULL` changes (only
+    /// `count_add` and `count_sub` change it), read without the lock by the band-0
+    /// flow-control test, which takes the lock only when it finds the queue full (to set
+    /// `QWANTW` under it, after checking `QFULL` itself). Relaxed: the hint guards no other
+    /// data; a stale "not full" lets a writer through as if its test had come just before
+    /// the queue filled, which a locked test could also have done (`canput` is a snapshot);
+    /// a stale "full" is corrected under the lock.
+    pub(crate) full_hint: AtomicBool,
+    /// The put procedure `putnext` may call in place (a `PutProc` as a pointer), or NULL:
+    /// set only while the queue's procedures are on, it has no perimeter and its qinit has a
+    /// put procedure (`refresh_fast_put`, after any of these changes); NULL sends `putnext`
+    /// the full way, which tests them all.
+    fast_put: AtomicPtr<()>,
     readr: bool,
     /// The pair this queue is in, with the provenance of the whole allocation (so that
     /// `OTHERQ` and the shared part are reached through it, never by offsetting a reference
@@ -192,6 +205,8 @@ impl Queue {
             q_next: AtomicPtr::new(null_mut()),
             q_ptr: AtomicPtr::new(null_mut()),
             svc: SvcState::new(),
+            full_hint: AtomicBool::new(false),
+            fast_put: AtomicPtr::new(null_mut()),
             readr,
             pair: null_mut(),
             st: Mutex::new(QState {
@@ -350,6 +365,35 @@ impl Queue {
     pub(crate) fn procs_off(&self) -> bool {
         self.svc.is_off()
     }
+
+    /// The put procedure to call in place: procedures on, no perimeter (see `fast_put`).
+    #[inline]
+    pub(crate) fn fast_put(&self) -> Option<PutProc> {
+        // Acquire: pairs with the release store in `refresh_fast_put` (the procedure's
+        // qinit is visible; the pointer itself is a code address).
+        let p = self.fast_put.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL `fast_put` was stored from a `PutProc` (`refresh_fast_put`).
+        Some(unsafe { std::mem::transmute::<*mut (), PutProc>(p) })
+    }
+}
+
+/// Recomputes `q`'s `fast_put` after a change to its procedures-off state, perimeter or
+/// qinit. Under the queue's lock, so refreshes run one at a time: the last one starts after
+/// every change made before its caller's refresh, and stores the value of the final state.
+pub(crate) fn refresh_fast_put(q: &Queue) {
+    let _st = q.st.lock();
+    let perim = q.shared().perim.load(Ordering::Acquire);
+    let putp = if q.procs_off() || !perim.is_null() {
+        None
+    } else {
+        // SAFETY: q_qinfo is NULL or a QInit that outlives the pair.
+        unsafe { q.qinfo().as_ref() }.and_then(|qi| qi.qi_putp)
+    };
+    // Release: see `Queue::fast_put`.
+    q.fast_put.store(putp.map_or(null_mut(), |f| f as *mut ()), Ordering::Release);
 }
 
 impl QState {
@@ -471,7 +515,8 @@ unsafe fn link_between(st: &mut QState, prev: *mut Mblk, next: *mut Mblk, mp: *m
 }
 
 /// Accounts a message just linked; returns whether a band or the queue became full.
-fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks) {
+fn account_add(q: &Queue, st: &mut QState, mp: *mut Mblk, size: usize) {
+    let quirks = q.quirks();
     let class = class_of(mp);
     st.msgs += 1;
     let hipri = class == 256;
@@ -479,10 +524,7 @@ fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks
         if hipri && (st.pclast.is_null() || st.pclast == prev_of(mp)) {
             st.pclast = mp;
         }
-        st.count += size;
-        if quirks.is_full(st.count, st.hiwat) {
-            st.flag |= QFULL;
-        }
+        count_add(q, st, size, quirks);
     } else {
         let b = st.band_mut(class as u8).expect("internal: band exists");
         if b.qb_first.is_null() || b.qb_first == next_of(mp) {
@@ -501,6 +543,53 @@ fn account_add(st: &mut QState, mp: *mut Mblk, size: usize, quirks: &QueueQuirks
     }
 }
 
+/// Counts `size` more bytes of high-priority or band-0 messages (`st` is `q`'s locked
+/// state); the queue becomes full above its high water mark. `QFULL` is set and cleared
+/// here and in [`count_sub`] only, which mirror it in [`Queue::full_hint`].
+#[inline(always)]
+fn count_add(q: &Queue, st: &mut QState, size: usize, quirks: &QueueQuirks) {
+    st.count += size;
+    if quirks.is_full(st.count, st.hiwat) && st.flag & QFULL == 0 {
+        st.flag |= QFULL;
+        // Relaxed: see `full_hint`.
+        q.full_hint.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts `size` fewer bytes of high-priority or band-0 messages (`st` is `q`'s locked
+/// state); below the low water mark the queue is no longer full, and a waiting writer is
+/// back-enabled.
+#[inline(always)]
+fn count_sub(q: &Queue, st: &mut QState, size: usize, quirks: &QueueQuirks, after: &mut AfterRemove) {
+    st.count = st.count.saturating_sub(size);
+    if quirks.below_low(st.count, st.lowat, st.hiwat) {
+        if st.flag & QFULL != 0 {
+            st.flag &= !QFULL;
+            // Relaxed: see `full_hint`.
+            q.full_hint.store(false, Ordering::Relaxed);
+        }
+        if st.flag & QWANTW != 0 {
+            st.flag &= !QWANTW;
+            after.backenable.push(0);
+        }
+    }
+}
+
+/// The size of `mp` if it is a plain message: normal priority, band 0, on no queue (the
+/// common case, which `putq` and `getq` handle without the band and priority work); `None`
+/// for any other (including a misused one: `prepare` reports it).
+#[inline(always)]
+fn plain_size(mp: *mut Mblk) -> Option<usize> {
+    // SAFETY: callers pass allocated message blocks.
+    let m = unsafe { &*mp };
+    let plain = m.b_band == 0
+        && !m.msg_type().is_high_priority()
+        && m.b_pad1 & MBLK_QUEUED == 0
+        && m.b_next.is_null()
+        && m.b_prev.is_null();
+    plain.then(|| size_of_msg(mp))
+}
+
 fn prev_of(mp: *mut Mblk) -> *mut Mblk {
     // SAFETY: an allocated block.
     unsafe { (*mp).b_prev }
@@ -517,8 +606,17 @@ pub(crate) struct AfterRemove {
     pub(crate) backenable: Vec<u8>,
 }
 
+impl AfterRemove {
+    /// Whether nothing is to be back-enabled.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.backenable.is_empty()
+    }
+}
+
 /// Unlinks `mp` from the queue and updates the counts; records back-enables.
-fn unlink(st: &mut QState, mp: *mut Mblk, quirks: &QueueQuirks, after: &mut AfterRemove) {
+fn unlink(q: &Queue, st: &mut QState, mp: *mut Mblk, after: &mut AfterRemove) {
+    let quirks = q.quirks();
     let class = class_of(mp);
     let size = size_of_msg(mp);
     let (prev, next) = (prev_of(mp), next_of(mp));
@@ -546,14 +644,7 @@ fn unlink(st: &mut QState, mp: *mut Mblk, quirks: &QueueQuirks, after: &mut Afte
         if st.pclast == mp {
             st.pclast = if !prev.is_null() && is_hipri(prev) { prev } else { null_mut() };
         }
-        st.count = st.count.saturating_sub(size);
-        if quirks.below_low(st.count, st.lowat, st.hiwat) {
-            st.flag &= !QFULL;
-            if st.flag & QWANTW != 0 {
-                st.flag &= !QWANTW;
-                after.backenable.push(0);
-            }
-        }
+        count_sub(q, st, size, quirks, after);
     } else {
         let b = st.band_mut(class as u8).expect("internal: band exists");
         if b.qb_first == mp {
@@ -775,8 +866,20 @@ pub(crate) unsafe fn alloc_pair(exec: *const ExecInner, stream: *const crate::st
 #[track_caller]
 pub unsafe fn freeq(q: *mut Queue) {
     let Some(q) = check_q("freeq", q) else { return };
-    let pair = q.pair();
-    // SAFETY: `pair` is the live pair holding `q`.
+    // SAFETY: checked allocated; the rest is the caller's contract.
+    unsafe { free_pair(q.pair()) }
+}
+
+/// [`freeq`] without the queue check, for a pair the caller knows is allocated (the stream
+/// head's, freed with its stream, perhaps outside the arena that checks it). A raw pointer,
+/// not a reference: the pair is freed while this runs, which a reference argument (live for
+/// the whole call) would forbid.
+///
+/// # Safety
+/// `pair` is an allocated pair (`Queue::pair`, with the allocation's provenance); otherwise as
+/// [`freeq`].
+pub(crate) unsafe fn free_pair(pair: *mut QPair) {
+    // SAFETY: caller: the pair is allocated; `p` is not used after `drop_in_place` below.
     let p = unsafe { &*pair };
     for side in [&p.rq, &p.wq] {
         crate::sched::disable(side);
@@ -870,7 +973,7 @@ pub unsafe fn OTHERQ(q: *mut Queue) -> *mut Queue {
 unsafe fn insert_locked(q: &Queue, st: &mut QState, prev: *mut Mblk, next: *mut Mblk, mp: *mut Mblk, size: usize) {
     // SAFETY: forwarded.
     unsafe { link_between(st, prev, next, mp) };
-    account_add(st, mp, size, q.quirks());
+    account_add(q, st, mp, size);
 }
 
 /// Common front part of putq/putbq/insq: checks, forces the band of high-priority
@@ -936,21 +1039,46 @@ pub unsafe fn putq(q: *mut Queue, mp: *mut Mblk) -> i32 {
 /// As [`putq`]; `qr` is live.
 #[track_caller]
 pub(crate) unsafe fn putq_live(qr: &Queue, mp: *mut Mblk) -> i32 {
+    // SAFETY: forwarded.
+    i32::from(unsafe { putq_noting_empty(qr, mp) }.is_some())
+}
+
+/// [`putq_live`], telling whether the queue was empty before: `Some(was_empty)` when the
+/// message was queued, `None` when refused (the caller still owns it).
+///
+/// # Safety
+/// As [`putq_live`].
+#[track_caller]
+#[inline]
+pub(crate) unsafe fn putq_noting_empty(qr: &Queue, mp: *mut Mblk) -> Option<bool> {
     if !check_m("putq", mp) {
-        return 0;
+        return None;
     }
+    let quirks = qr.quirks();
     let mut st = qr.st.lock();
-    let Some((class, size)) = prepare("putq", qr, &mut st, mp) else { return 0 };
     let was_empty = st.first.is_null();
-    let (prev, next) = putq_position(&st, class);
-    // SAFETY: mp is owned and unqueued (prepare); the position is adjacent.
-    unsafe { insert_locked(qr, &mut st, prev, next, mp, size) };
-    let enable = qr.quirks().putq_enables(class, was_empty, st.first == mp, st.flag);
+    let class = if let Some(size) = plain_size(mp) {
+        // The common case: a plain message goes at the tail (`putq_position` for band 0),
+        // counted in `q_count` (`account_add` for band 0).
+        let last = st.last;
+        // SAFETY: mp is owned and on no queue (plain_size); the tail is adjacent to NULL.
+        unsafe { link_between(&mut st, last, null_mut(), mp) };
+        st.msgs += 1;
+        count_add(qr, &mut st, size, quirks);
+        0
+    } else {
+        let (class, size) = prepare("putq", qr, &mut st, mp)?;
+        let (prev, next) = putq_position(&st, class);
+        // SAFETY: mp is owned and unqueued (prepare); the position is adjacent.
+        unsafe { insert_locked(qr, &mut st, prev, next, mp, size) };
+        class
+    };
+    let enable = quirks.putq_enables(class, was_empty, st.first == mp, st.flag);
     drop(st);
     if enable {
         crate::sched::qenable_raw(qr);
     }
-    1
+    Some(was_empty)
 }
 
 /// Puts a message back at the head of its class (after a service procedure found it could
@@ -1124,7 +1252,7 @@ pub unsafe fn rmvq(q: *mut Queue, mp: *mut Mblk) {
         return;
     }
     let mut after = AfterRemove::default();
-    unlink(&mut st, mp, qr.quirks(), &mut after);
+    unlink(qr, &mut st, mp, &mut after);
     drop(st);
     crate::flow::after_remove(qr, after);
 }
@@ -1159,18 +1287,55 @@ pub unsafe fn getq(q: *mut Queue) -> *mut Mblk {
 
 /// `getq` on a queue known to be live (the stream head's own queues): no queue check.
 pub(crate) fn getq_live(qr: &Queue) -> *mut Mblk {
+    let (mp, after) = getq_take(qr);
+    crate::flow::after_remove(qr, after);
+    mp
+}
+
+/// `getq`'s work under the queue's lock, without the back-enable that may follow: the
+/// caller passes the returned [`AfterRemove`] to [`after_remove`](crate::flow::after_remove)
+/// with the plumbing stable (the back-enable walks the stream; the rest touches `qr` alone).
+#[inline]
+pub(crate) fn getq_take(qr: &Queue) -> (*mut Mblk, AfterRemove) {
+    let mut after = AfterRemove::default();
     let mut st = qr.st.lock();
     let mp = st.first;
     if mp.is_null() {
         st.flag |= QWANTR;
-        return null_mut();
+        return (null_mut(), after);
     }
     st.flag &= !QWANTR;
-    let mut after = AfterRemove::default();
-    unlink(&mut st, mp, qr.quirks(), &mut after);
-    drop(st);
-    crate::flow::after_remove(qr, after);
-    mp
+    let quirks = qr.quirks();
+    if let Some(size) = plain_first_size(mp) {
+        // The common case: a plain message at the head of the queue (no high-priority
+        // message before it, no band), as `unlink` does for the first message of band 0.
+        let next = next_of(mp);
+        st.first = next;
+        if next.is_null() {
+            st.last = null_mut();
+        } else {
+            // SAFETY: `next` is on this queue.
+            unsafe { (*next).b_prev = null_mut() };
+        }
+        // SAFETY: `mp` is on this queue and now unlinked.
+        let m = unsafe { &mut *mp };
+        m.b_next = null_mut();
+        m.b_pad1 &= !MBLK_QUEUED;
+        st.msgs -= 1;
+        count_sub(qr, &mut st, size, quirks, &mut after);
+    } else {
+        unlink(qr, &mut st, mp, &mut after);
+    }
+    (mp, after)
+}
+
+/// The size of the first message of a queue if it is a plain one (normal priority, band 0).
+#[inline(always)]
+fn plain_first_size(mp: *mut Mblk) -> Option<usize> {
+    // SAFETY: a message on a live queue.
+    let m = unsafe { &*mp };
+    debug_assert!(m.b_prev.is_null(), "internal: the first message has a predecessor");
+    (m.b_band == 0 && !m.msg_type().is_high_priority()).then(|| size_of_msg(mp))
 }
 
 /// Unlinks every message for which `pred` holds and frees them after the lock is dropped;
@@ -1191,7 +1356,7 @@ pub(crate) unsafe fn flush_where(call: &'static str, q: *mut Queue, pred: impl F
         while !mp.is_null() {
             let next = next_of(mp);
             if pred(mp) {
-                unlink(&mut st, mp, quirks, &mut after);
+                unlink(qr, &mut st, mp, &mut after);
                 // Chain the freed messages through b_next (they are off the queue, unmarked).
                 // SAFETY: `mp` is unlinked and ours.
                 unsafe { (*mp).b_next = freed };
@@ -1443,6 +1608,7 @@ pub unsafe fn strqset(q: *mut Queue, what: QField, pri: u8, val: isize) -> i32 {
 /// `q` is a live queue; `qi` outlives the pair.
 pub(crate) unsafe fn set_qinfo(q: &Queue, qi: *const QInit) {
     q.q_qinfo.store(qi.cast_mut(), Ordering::Release);
+    refresh_fast_put(q);
     if qi.is_null() {
         return;
     }

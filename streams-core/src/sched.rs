@@ -384,11 +384,13 @@ pub(crate) fn qenable_raw(q: &Queue) {
 /// Takes a queue off the scheduler for good (qprocsoff, freeq).
 pub(crate) fn disable(q: &Queue) {
     q.exec().runlist.disable(&QPtr(q.as_raw()));
+    crate::queue::refresh_fast_put(q);
 }
 
 /// Turns a queue's procedures back on (qprocson).
 pub(crate) fn reenable(q: &Queue) {
     q.exec().runlist.reenable(&QPtr(q.as_raw()));
+    crate::queue::refresh_fast_put(q);
 }
 
 /// Runs a claimed queue's service procedure: under the stream's plumbing lock (read), and

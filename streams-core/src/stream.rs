@@ -10,13 +10,19 @@
 //!
 //! # The plumbing lock
 //!
-//! Each stream has a reader-writer lock (LfS `sd_plumb`). Every entry into the stream holds
-//! it for reading — a write or read at the head, an ioctl, [`put`] from outside, a service
-//! procedure run by the scheduler — and `putnext` inside the stream takes nothing, so
-//! `q_next` is stable for every procedure. `I_PUSH`, `I_POP`, open and close hold it for
-//! writing, and so change the plumbing, call the modules' open and close routines and free
-//! queues with no procedure of the stream running. (Open and close routines therefore must
-//! not wait for the stream's service procedures: there is no `qwait` yet.)
+//! Each stream has a reader-writer lock (LfS `sd_plumb`). Every entry into the stream that
+//! walks it holds it for reading — a write at the head, an ioctl, a flush, [`put`] from
+//! outside, a service procedure run by the scheduler — and `putnext` inside the stream takes
+//! nothing, so `q_next` is stable for every procedure. `I_PUSH`, `I_POP`, open and close hold
+//! it for writing, and so change the plumbing, call the modules' open and close routines and
+//! free queues with no procedure of the stream running. (Open and close routines therefore
+//! must not wait for the stream's service procedures: there is no `qwait` yet.)
+//!
+//! A read at the head ([`Stream::read`]) does not take it: the head's queue pair is freed
+//! only when the stream's state is dropped (`close` turns its procedures off, cuts it off
+//! from the driver and flushes it), so `getq` on the head's read queue, under that queue's
+//! lock, is safe even while another thread closes the stream. Only the back-enable a read
+//! may ask for walks the stream; it takes the lock.
 //!
 //! # The head
 //!
@@ -250,6 +256,13 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
+    /// Marks the stream closed (a failed `open`).
+    fn mark_closed(&self) {
+        let mut hs = self.hs.lock();
+        hs.closed = true;
+        self.sync_flags(&hs);
+    }
+
     /// Recomputes the flags from the head state (called with `hs` held).
     fn sync_flags(&self, hs: &HeadState) {
         let f = if hs.rerror != 0 { HF_RERR } else { 0 }
@@ -287,6 +300,28 @@ impl StreamInner {
         if next.is_null() { null_mut() } else { crate::flow::nfsrv(next) }
     }
 
+    /// The head's read queue, allocated for as long as `self` (see [`Stream::read`]).
+    #[inline]
+    fn head_rq(&self) -> &Queue {
+        let head = self.head.load(Ordering::Acquire);
+        debug_assert!(!head.is_null(), "internal: a stream without a head pair");
+        // SAFETY: an open `Stream` has its head pair (set by `open` before the `Stream` is
+        // made), freed only by `Drop for StreamInner`, i.e. after every borrow of `self`.
+        unsafe { &*head }
+    }
+
+    /// The back-enable a read at the head asked for (the head's read queue fell below its
+    /// low water mark with a writer waiting), under the plumbing lock (read), which it needs
+    /// to walk the stream; none once the stream is closed (nothing is left below the head).
+    #[cold]
+    #[inline(never)]
+    fn backenable_from_head(&self, after: crate::queue::AfterRemove) {
+        let _r = self.plumb.read_recursive();
+        if self.flags.load(Ordering::Acquire) & HF_CLOSED == 0 {
+            crate::flow::after_remove(self.head_rq(), after);
+        }
+    }
+
     /// Waits on `cv` for at most `d`, unless a wake-up came since `ticket` (from
     /// `gate.register()`, taken before the caller checked its condition). The caller
     /// unregisters and re-checks its condition.
@@ -305,7 +340,8 @@ unsafe impl Sync for StreamInner {}
 
 /// An open stream: the stream head's side of a driver with modules pushed on it.
 ///
-/// Dropping it closes the stream (as [`Stream::close`]).
+/// Dropping it closes the stream (as [`Stream::close`]) and frees the stream head's queue
+/// pair, the last of its memory.
 pub struct Stream {
     inner: Arc<StreamInner>,
 }
@@ -364,11 +400,25 @@ unsafe fn head_wput(_q: *mut Queue, mp: *mut Mblk) -> i32 {
 
 /// The head's read put procedure (see the module doc).
 unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
-    let s = stream_of(q);
     // SAFETY: the message is ours (put procedure contract).
     let m = unsafe { &*mp };
     let t = m.msg_type();
     match t {
+        // Data first: the common case.
+        _ if datamsg(t) || t == crate::dblk::M_SIG || t == crate::dblk::M_PCSIG => {
+            // SAFETY: the head read queue, live: its put procedure runs.
+            let hq = unsafe { &*q };
+            // SAFETY: the message is ours.
+            match unsafe { crate::queue::putq_noting_empty(hq, mp) } {
+                // SAFETY: refused: still ours.
+                None => unsafe { freemsg(mp) },
+                // Readers wait (spin or sleep: `read_wait`) only after finding this queue
+                // empty, so only the first message into an empty queue can make a waiter's
+                // condition true: the later ones skip the wake-up gate's read-modify-write.
+                Some(true) => stream_of(q).wake(),
+                Some(false) => {}
+            }
+        }
         M_FLUSH => {
             let flag = m.data().first().copied().unwrap_or(0);
             let band = if flag & FLUSHBAND != 0 { m.data().get(1).copied() } else { None };
@@ -397,6 +447,7 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
                 1 => (d[0], d[0]),
                 _ => (d[0], d[1]),
             };
+            let s = stream_of(q);
             let mut hs = s.hs.lock();
             if r != NOERROR {
                 hs.rerror = i32::from(r);
@@ -421,6 +472,7 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
             }
         }
         M_HANGUP | M_UNHANGUP => {
+            let s = stream_of(q);
             let mut hs = s.hs.lock();
             hs.hangup = t == M_HANGUP;
             s.sync_flags(&hs);
@@ -432,6 +484,7 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
         }
         M_IOCACK | M_IOCNAK => {
             let id = Iocblk::read(m).map(|i| i.ioc_id);
+            let s = stream_of(q);
             let mut hs = s.hs.lock();
             if id.is_some() && hs.ioc_wait == id && hs.ioc_reply.is_null() {
                 hs.ioc_reply = mp;
@@ -442,16 +495,6 @@ unsafe fn head_rput(q: *mut Queue, mp: *mut Mblk) -> i32 {
                 // SAFETY: ours.
                 unsafe { freemsg(mp) };
             }
-        }
-        _ if datamsg(t) || t == crate::dblk::M_SIG || t == crate::dblk::M_PCSIG => {
-            // SAFETY: the head read queue, live: its put procedure runs.
-            let hq = unsafe { &*q };
-            // SAFETY: the message is ours.
-            if unsafe { crate::queue::putq_live(hq, mp) } == 0 {
-                // SAFETY: refused: still ours.
-                unsafe { freemsg(mp) };
-            }
-            s.wake();
         }
         _ => {
             tracing::debug!(msg_type = ?t, "stream head: message not handled, freed");
@@ -965,8 +1008,8 @@ impl Streams {
         // SAFETY: as for the head.
         let drv = unsafe { alloc_pair(exec, sp) };
         if drv.is_null() {
-            // SAFETY: the head pair, unused.
-            unsafe { freeq(head) };
+            // The head pair is freed with `inner` (closed: see `Drop for StreamInner`).
+            inner.mark_closed();
             return Err(ENOMEM);
         }
         // SAFETY: a fresh pair; the registration outlives it.
@@ -981,14 +1024,11 @@ impl Streams {
         // SAFETY: the driver's read queue; plumbing held for writing.
         let err = unsafe { call_open(drv, &mut dev, DRVOPEN) };
         if err != 0 {
-            // SAFETY: both pairs, unlinked from nothing else, no procedure running.
+            // SAFETY: the driver's pair, linked to the head only, no procedure running.
             unsafe { freeq(drv) };
-            // SAFETY: as above.
-            unsafe { freeq(head) };
-            let mut hs = inner.hs.lock();
-            hs.closed = true;
-            inner.sync_flags(&hs);
-            drop(hs);
+            hw.q_next.store(null_mut(), Ordering::Release);
+            // The head pair is freed with `inner` (closed: see `Drop for StreamInner`).
+            inner.mark_closed();
             return Err(err);
         }
         // SAFETY: the driver pair, opened.
@@ -1006,7 +1046,8 @@ impl Stream {
     }
 
     /// The stream head's read queue (raw). The raw queue accessors return pointers that
-    /// dangle once the stream is closed.
+    /// dangle once the stream is closed (the head's pair, flushed and with its procedures
+    /// off, is freed when the `Stream` is dropped).
     pub fn head_rq(&self) -> *mut Queue {
         self.head()
     }
@@ -1287,12 +1328,15 @@ impl Stream {
                 return Ok(None);
             }
         }
-        let _r = self.inner.plumb.read_recursive();
-        if self.is_closed() {
-            return Ok(None);
+        // No plumbing lock: `getq` touches the head's read queue alone (under its lock), and
+        // the head's pair stays allocated until the `StreamInner` is dropped (`close` turns
+        // its procedures off and flushes it; `Drop for StreamInner` frees it), so a read
+        // racing `close` on another thread finds the queue allocated and, at worst, takes a
+        // message `close` would have flushed. Only a back-enable walks the stream.
+        let (mp, after) = crate::queue::getq_take(self.inner.head_rq());
+        if !after.is_empty() {
+            self.inner.backenable_from_head(after);
         }
-        // SAFETY: the head read queue, live while the stream is open.
-        let mp = crate::queue::getq_live(unsafe { &*self.head() });
         // SAFETY: NULL or a message now ours.
         Ok(unsafe { Msg::from_raw(mp) })
     }
@@ -1330,8 +1374,7 @@ impl Stream {
             let ticket = self.inner.gate.register();
             let mut hs = self.inner.hs.lock();
             let done = hs.hangup || hs.closed;
-            // SAFETY: the head read queue (the stream is not closed: checked under `hs`).
-            if !done && unsafe { (*self.head()).first() }.is_null() {
+            if !done && self.inner.head_rq().first().is_null() {
                 self.inner.wait(&mut hs, ticket, Duration::from_millis(50));
             }
             drop(hs);
@@ -1471,7 +1514,10 @@ impl Stream {
     }
 
     /// Closes the stream: pops every module (calling its close), closes the driver, frees
-    /// every queue and every message still on them. Idempotent.
+    /// every queue and every message still on them, except the stream head's queue pair,
+    /// which it turns off and empties: that pair's memory returns to the arena when the
+    /// `Stream` is dropped (a [`read`](Stream::read) racing `close` on another thread may
+    /// still be using it). Idempotent.
     pub fn close(&self) {
         if in_interrupt() {
             env::current().misuse(StreamsError::SleepInInterrupt { call: "close" });
@@ -1501,10 +1547,17 @@ impl Stream {
         let head = self.head();
         // SAFETY: the head pair is live.
         unsafe { qprocsoff(head) };
-        // SAFETY: procedures off, nothing refers to the pairs any more.
+        // SAFETY: procedures off, nothing refers to the pair any more.
         unsafe { freeq(drv) };
-        // SAFETY: as above.
-        unsafe { freeq(head) };
+        // The head pair stays allocated until the `StreamInner` goes (`Drop for
+        // StreamInner`), for `Stream::read`, which takes no plumbing lock; here it is cut
+        // off from the freed driver (so no back-enable walks into it) and emptied.
+        let hr = self.inner.head_rq();
+        hr.other().q_next.store(null_mut(), Ordering::Release);
+        for side in [head, hr.other_raw()] {
+            // SAFETY: a queue of the head pair, allocated; its procedures are off.
+            unsafe { crate::queue::flush_where("close", side, |_| true) };
+        }
         let stray = std::mem::replace(&mut self.inner.hs.lock().ioc_reply, null_mut());
         // SAFETY: a pending answer is ours to free.
         unsafe { freemsg(stray) };
@@ -1515,6 +1568,22 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl Drop for StreamInner {
+    /// Frees the head's queue pair, which `close` (or a failed `open`) left allocated for
+    /// readers racing it. A stream that was never closed (`close` refused in interrupt
+    /// context) keeps it: its driver and modules may still refer to it.
+    fn drop(&mut self) {
+        if self.head.load(Ordering::Acquire).is_null() || !self.hs.lock().closed {
+            return;
+        }
+        // SAFETY: the head pair, allocated by `open` (not checked: this may run outside the
+        // arena that registered it); closed, so its procedures are off and no other pair
+        // refers to it (the driver and the modules are freed); `&mut self`: no `Stream`
+        // method runs on it any more.
+        unsafe { crate::queue::free_pair(self.head_rq().pair()) };
     }
 }
 

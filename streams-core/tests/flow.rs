@@ -56,6 +56,57 @@ fn qfull_is_set_above_hiwat_and_cleared_only_below_lowat_or_at_zero() {
     });
 }
 
+/// A queue shared by the threads of a test.
+struct SharedQ(*mut Queue);
+// SAFETY: queues are shared between threads by design (their state is behind their lock and
+// atomics); the test frees it after the threads end.
+unsafe impl Sync for SharedQ {}
+
+#[test]
+fn canput_racing_putq_and_getq_sees_qfull_come_and_go() {
+    // canput reads a mirror of QFULL without the queue's lock and takes the lock only when
+    // it finds the queue full (to set QWANTW); its answers stay those of the lock (checked
+    // against QFULL under the lock in debug builds) while another thread fills and drains.
+    let arena = ddi_kmem::Arena::builder().name("canput_race").build();
+    let q = arena.run(|| {
+        let q = allocq();
+        // SAFETY: live queue.
+        unsafe { strqset(q, QField::QHIWAT, 0, 10) };
+        // SAFETY: live queue.
+        unsafe { strqset(q, QField::QLOWAT, 0, 4) };
+        q
+    });
+    let shared = SharedQ(q);
+    let rounds = n(2000, 20);
+    std::thread::scope(|sc| {
+        let (arena, shared) = (&arena, &shared);
+        sc.spawn(move || {
+            let _a = arena.enter();
+            for _ in 0..rounds {
+                pq(shared.0, 6, 0);
+                pq(shared.0, 6, 0); // 12 > hiwat: full
+                take(shared.0); // 6 >= lowat: still full
+                take(shared.0); // 0: not full
+            }
+        });
+        sc.spawn(move || {
+            for _ in 0..rounds {
+                // SAFETY: live queue (freed after both threads end).
+                let r = unsafe { canput(shared.0) };
+                assert!(r == 0 || r == 1);
+            }
+        });
+    });
+    arena.run(|| {
+        assert_eq!(flag(q) & QFULL, 0, "drained");
+        // SAFETY: live queue.
+        assert_eq!(unsafe { canput(q) }, 1);
+        // SAFETY: ours.
+        unsafe { freeq(q) };
+    });
+    assert_eq!(arena.bytes_in_use(), 0);
+}
+
 #[test]
 fn qfull_clears_at_zero_even_with_lowat_zero() {
     in_arena("qfull_zero", |_| {

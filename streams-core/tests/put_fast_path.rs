@@ -173,6 +173,36 @@ fn setq_on_a_plumbed_pair_is_seen_by_the_heads_flow_control() {
     });
 }
 
+#[test]
+fn the_in_place_put_follows_qprocsoff_qprocson_and_perimeters() {
+    // `putnext` calls a put procedure in place only while the queue's procedures are on and
+    // it has no perimeter (a pointer refreshed whenever either or the qinit changes); turned
+    // off and on again, a module holds and then delivers, with or without a perimeter.
+    for sync in [SyncLevel::Mp, SyncLevel::QueuePair, SyncLevel::Module] {
+        in_arena("in_place_put", |arena| {
+            let sx = executive(arena);
+            sx.register_raw(&raw::TAB, Kind::Module, sync).unwrap();
+            let s = sx.open("loop", 0).unwrap();
+            s.push("plain").unwrap();
+            // SAFETY: live queues of the open stream.
+            let mod_wq = unsafe { &*s.head_wq() }.next();
+            for round in 0..3u8 {
+                s.write(text(&[round])).unwrap();
+                assert_eq!(s.read().unwrap().unwrap().data(), [round], "{sync:?}: through");
+                // SAFETY: the module's pair; no procedure of it runs (one thread).
+                unsafe { qprocsoff(mod_wq) };
+                s.write(text(&[round, 1])).unwrap();
+                // SAFETY: live queue.
+                assert_eq!(unsafe { qsize(mod_wq) }, 1, "{sync:?}: held while procedures are off");
+                assert!(s.read().unwrap().is_none());
+                // SAFETY: as above.
+                unsafe { qprocson(mod_wq) };
+                assert_eq!(s.read().unwrap().unwrap().data(), [round, 1], "{sync:?}: delivered when back on");
+            }
+        });
+    }
+}
+
 /// Writer and reader threads hand `n` numbered messages over through `workers` worker
 /// threads running service procedures (svcmod over the loopback driver): all arrive, in
 /// order, and all memory comes back.

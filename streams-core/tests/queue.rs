@@ -346,3 +346,54 @@ fn a_band_that_cannot_be_allocated_makes_putq_fail() {
     });
     assert_eq!(arena.bytes_in_use(), 0);
 }
+
+#[test]
+fn plain_messages_fill_and_drain_like_the_others_around_high_priority_and_bands() {
+    // putq and getq take plain messages (normal priority, band 0) on a short path; the
+    // counts, QFULL (LfS: above q_hiwat, cleared below q_lowat or at 0), the queued mark
+    // and the order around high-priority and banded messages stay those of the full path.
+    in_arena("plain", |_| {
+        let q = new_q();
+        // SAFETY: live queue.
+        assert_eq!(unsafe { strqset(q, QField::QHIWAT, 0, 10) }, 0);
+        // SAFETY: live queue.
+        assert_eq!(unsafe { strqset(q, QField::QLOWAT, 0, 4) }, 0);
+        // SAFETY: live queue.
+        let qr = unsafe { &*q };
+        let a = m(b"a123", M_DATA, 0);
+        pq(q, a);
+        assert_ne!(mr(a).b_pad1 & MBLK_QUEUED, 0, "marked queued");
+        pq(q, m(b"b1234", M_PROTO, 0));
+        assert_eq!((qr.count(), qr.flag() & QFULL), (9, 0), "9 <= hiwat 10: not full");
+        pq(q, m(b"c1", M_DATA, 0));
+        assert_eq!((qr.count(), qr.flag() & QFULL), (11, QFULL), "11 > hiwat 10: full");
+        // SAFETY: live queue.
+        assert_eq!(unsafe { canput(q) }, 0, "full: the writer is told to wait");
+        assert_ne!(qr.flag() & QWANTW, 0);
+        pq(q, m(b"P", M_PCPROTO, 3));
+        pq(q, m(b"B", M_DATA, 2));
+        pq(q, m(b"d", M_DATA, 0));
+        // SAFETY: live queue.
+        let first = unsafe { getq(q) };
+        assert_eq!((mr(first).data(), qr.count()), (&b"P"[..], 12), "high priority first");
+        free(first);
+        // SAFETY: live queue.
+        let band = unsafe { getq(q) };
+        assert_eq!((mr(band).data(), qr.count()), (&b"B"[..], 12), "then band 2");
+        free(band);
+        // SAFETY: live queue.
+        let got = unsafe { getq(q) };
+        assert_eq!(got, a);
+        assert_eq!((mr(a).b_pad1 & MBLK_QUEUED, mr(a).b_next, mr(a).b_prev), (0, null_mut(), null_mut()));
+        free(got);
+        assert_eq!((qr.count(), qr.flag() & (QFULL | QWANTW)), (8, QFULL | QWANTW), "8 >= lowat 4: still full");
+        // SAFETY: live queue.
+        free(unsafe { getq(q) });
+        assert_eq!((qr.count(), qr.flag() & (QFULL | QWANTW)), (3, 0), "3 < lowat 4: not full, writer released");
+        assert_eq!(drain(q), b"cd");
+        assert_eq!((qr.count(), qr.first(), qr.last()), (0, null_mut(), null_mut()));
+        // SAFETY: live queue.
+        assert_eq!(unsafe { qsize(q) }, 0);
+        free_q(q);
+    });
+}

@@ -72,6 +72,29 @@ fn open_of_an_unknown_driver_or_a_module_fails() {
     });
 }
 
+/// A driver whose open fails.
+struct RefusingDriver;
+
+impl Module for RefusingDriver {
+    const INFO: ModuleInfo =
+        ModuleInfo { mi_idnum: 9, mi_idname: "nodrv", mi_minpsz: 0, mi_maxpsz: INFPSZ, mi_hiwat: 64, mi_lowat: 16 };
+    fn open(_q: QRef<'_>, _ctx: &mut OpenCtx) -> Result<Self, i32> {
+        Err(ENXIO)
+    }
+}
+
+#[test]
+fn a_driver_open_that_fails_gives_its_errno_and_frees_both_pairs() {
+    // in_arena checks that the head pair (freed with the stream's state) and the driver's
+    // pair came back.
+    in_arena("drv_open_fail", |arena| {
+        let sx = executive(arena);
+        sx.register_driver::<RefusingDriver>().unwrap();
+        assert_eq!(sx.open("nodrv", 0).err(), Some(ENXIO));
+        assert!(sx.open("loop", 0).is_ok(), "another open still works");
+    });
+}
+
 #[test]
 fn ioctl_is_acknowledged_or_refused() {
     in_arena("ioctl", |arena| {
@@ -249,6 +272,69 @@ fn close_frees_queues_modules_and_messages_everywhere() {
         s.close();
         s.close();
         assert_eq!(s.write(text(M_DATA, b"x", 0)).err().map(|e| e.0), Some(EINVAL));
+    });
+}
+
+#[test]
+fn reads_racing_close_take_messages_or_none_and_everything_is_freed() {
+    // `read` takes no plumbing lock: the head's pair stays allocated until the `Stream` is
+    // dropped, so a reader on another thread racing `close` either takes a message or finds
+    // none; every message is freed exactly once (the arena's count comes back to 0).
+    for round in 0..n(20, 2) {
+        in_arena("read_close_race", |arena| {
+            let sx = executive(arena);
+            let s = sx.open("loop", 0).unwrap();
+            s.push("nullmod").unwrap();
+            let sent = n(200, 8);
+            for i in 0..sent {
+                s.write(text(M_DATA, &[i as u8], 0)).unwrap();
+            }
+            let closed = std::sync::atomic::AtomicBool::new(false);
+            let got = std::thread::scope(|sc| {
+                let reader = sc.spawn(|| {
+                    let _a = arena.enter();
+                    let mut got = Vec::new();
+                    loop {
+                        // Read before the read: `None` after `close` returned means done.
+                        let done = closed.load(std::sync::atomic::Ordering::Acquire);
+                        match s.read().unwrap() {
+                            Some(m) => got.push(m.data()[0]),
+                            None if done => return got,
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                });
+                if round % 2 == 1 {
+                    std::thread::yield_now();
+                }
+                s.close();
+                closed.store(true, std::sync::atomic::Ordering::Release);
+                reader.join().unwrap()
+            });
+            let want: Vec<u8> = (0..got.len()).map(|i| i as u8).collect();
+            assert_eq!(got, want, "a prefix, in order");
+            assert!(s.read().unwrap().is_none(), "nothing after close");
+        });
+    }
+}
+
+#[test]
+fn close_with_the_head_full_and_a_writer_waiting_below_frees_everything() {
+    // svcmod's read side fills the head (STRHIGH) and waits on it (QWANTW on the head's
+    // read queue); closing flushes the head after the driver is gone, and the back-enable
+    // that flush would ask for must not walk into the freed driver.
+    in_arena("close_full_head", |arena| {
+        let sx = executive(arena);
+        let s = sx.open("loop", 0).unwrap();
+        s.push("svcmod").unwrap();
+        for i in 0..n(100, 60) {
+            s.write(text(M_DATA, &[i as u8; 100], 0)).unwrap();
+            sx.run_until_idle();
+        }
+        // SAFETY: the head's read queue of the open stream.
+        assert_ne!(unsafe { &*s.head_rq() }.flag() & QFULL, 0, "the head is full");
+        s.close();
+        assert!(s.read().unwrap().is_none());
     });
 }
 
