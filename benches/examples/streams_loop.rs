@@ -2,12 +2,14 @@
 //!
 //! `cargo run --release -p benches --example streams_loop -- [iterations] [mode]`, where mode is
 //! `allocb64` (allocb(64) + freeb), `dup` (allocb(64) + write + dupb + two freeb),
-//! `allocb1024` (allocb(1024) + freeb), or the peers `bytes64`, `bytesdup`, `bytes1024`.
+//! `allocb1024` (allocb(1024) + freeb), `msg64` (the safe `Msg`: `Msg::alloc(64)`, a 64-byte
+//! `extend_from_slice`, drop: what the queue benchmarks' writer and reader do per message),
+//! or the peers `bytes64`, `bytesdup`, `bytes1024`.
 
 use bytes::{BufMut, BytesMut};
 use ddi_kmem::{Arena, Checking};
 use std::hint::black_box;
-use streams_core::{BPRI_MED, allocb, dupb, freeb};
+use streams_core::{BPRI_MED, Msg, allocb, dupb, freeb};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,6 +42,11 @@ fn main() {
                 unsafe { freeb(black_box(dp)) };
                 // SAFETY: as above.
                 unsafe { freeb(black_box(mp)) };
+            }
+            "msg64" => {
+                let mut m = Msg::alloc(black_box(64), BPRI_MED).expect("memory");
+                m.extend_from_slice(black_box(&[0x5a; 64])).expect("room");
+                drop(black_box(m));
             }
             "bytes64" | "bytes1024" => {
                 let size = if mode == "bytes64" { 64 } else { 1024 };

@@ -1086,6 +1086,29 @@ unsafe fn freeb_general(mp: *mut Mblk) {
     }
 }
 
+/// [`freemsg`] inlined for a one-block message: the fast path of [`freeb`] when the
+/// message has no continuation, else the general loop (what a dropped [`Msg`](crate::Msg)
+/// calls).
+///
+/// # Safety
+/// As [`freemsg`].
+#[inline(always)]
+#[track_caller]
+pub(crate) unsafe fn freemsg_inline(mp: *mut Mblk) {
+    // The continuation is read only once no arena checks: a checking arena verifies `mp`
+    // before anything is read from it (in `freemsg`).
+    // SAFETY: unless an arena checks, `mp` is an allocated message block (the contract).
+    if !mp.is_null() && !env::any_checking() && unsafe { (*mp).b_cont }.is_null() {
+        // SAFETY: forwarded contract; a one-block message is freed by `freeb`.
+        if let Some(env) = unsafe { free_fast(mp) } {
+            env.bufcalls.kick();
+            return;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { freemsg(mp) }
+}
+
 /// Frees every block of a message (`freeb` along `b_cont`).
 ///
 /// # Arguments

@@ -1,6 +1,6 @@
 //! [`Msg`]: an owned message that frees itself on drop.
 
-use crate::alloc::{BPRI_MED, allocb, freemsg};
+use crate::alloc::{BPRI_MED, allocb, freemsg_inline};
 use crate::dblk::{DB_RDONLY, MsgType};
 use crate::error::StreamsError;
 use crate::mblk::Mblk;
@@ -44,6 +44,7 @@ impl Msg {
     /// assert_eq!(m.data(), b"hello");
     /// ```
     #[track_caller]
+    #[inline]
     pub fn alloc(size: usize, pri: u32) -> Option<Msg> {
         // SAFETY: allocb returns NULL or a new message that nothing else owns.
         unsafe { Msg::from_raw(allocb(size, pri)) }
@@ -106,12 +107,12 @@ impl Msg {
         unsafe { Msg::from_raw(mp) }
     }
 
+    #[inline]
     fn check_writable(&self, call: &'static str) -> Result<(), StreamsError> {
         let d = self.dblk();
         let db_ref = d.db_ref();
         if db_ref > 1 || d.db_flag & DB_RDONLY != 0 {
-            tracing::debug!(call, db_ref, "write to a shared or read-only data block refused");
-            return Err(StreamsError::Shared { call, db_ref });
+            return Err(refused(call, db_ref));
         }
         Ok(())
     }
@@ -135,12 +136,13 @@ impl Msg {
     /// # Errors
     /// [`StreamsError::Shared`] if the data block is shared or read-only,
     /// [`StreamsError::NoRoom`] if fewer than `bytes.len()` bytes remain before `db_lim`.
+    #[inline]
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), StreamsError> {
         const CALL: &str = "Msg::extend_from_slice";
         self.check_writable(CALL)?;
         let room = self.tailroom();
         if bytes.len() > room {
-            return Err(StreamsError::NoRoom { call: CALL, wanted: bytes.len(), room });
+            return Err(no_room(CALL, bytes.len(), room));
         }
         let m = self.head_mut();
         // SAFETY: `bytes.len()` bytes fit between b_wptr and db_lim of an unshared,
@@ -242,10 +244,27 @@ impl Deref for Msg {
 }
 
 impl Drop for Msg {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: the message is ours and not used again.
-        unsafe { freemsg(self.mp.as_ptr()) };
+        unsafe { freemsg_inline(self.mp.as_ptr()) };
     }
+}
+
+/// The refusal of a write to a shared or read-only data block (out of line: the writing
+/// methods inline their tests).
+#[cold]
+#[inline(never)]
+fn refused(call: &'static str, db_ref: u32) -> StreamsError {
+    tracing::debug!(call, db_ref, "write to a shared or read-only data block refused");
+    StreamsError::Shared { call, db_ref }
+}
+
+/// The refusal of a write past `db_lim`.
+#[cold]
+#[inline(never)]
+fn no_room(call: &'static str, wanted: usize, room: usize) -> StreamsError {
+    StreamsError::NoRoom { call, wanted, room }
 }
 
 impl fmt::Debug for Msg {
