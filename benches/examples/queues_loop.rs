@@ -4,9 +4,11 @@
 //! `streams` (write 64 at the head of loopback with four nullmods, read 64) or `vecdeque`
 //! (the four-stage `VecDeque<Box<[u8]>>` pipeline, 64 at a time), or `handoff` (a writer
 //! thread and this thread reading, `flowmod` over `loopback` with one worker; `batches` x 64
-//! messages).
+//! messages), or `handoff1` (the same stream and work on this thread alone, no workers).
 
-use benches::queues::{BATCH, hand_over, handoff_stream, pipeline_stream, stream_batch, vecdeque_batch};
+use benches::queues::{
+    BATCH, hand_over, hand_over_1thread, handoff_stream, pipeline_stream, stream_batch, vecdeque_batch,
+};
 use ddi_kmem::{Arena, Checking};
 use std::collections::VecDeque;
 use streams_core::Streams;
@@ -37,6 +39,15 @@ fn main() {
             let sx = Streams::builder().arena(&arena).workers(1).build();
             let s = handoff_stream(&sx);
             hand_over(&arena, &s, n * BATCH as u64);
+            s.close();
+        }
+        "handoff1" => {
+            // The hand-off's work on one thread (no workers): write until flow control,
+            // run the service procedures, read everything; its cost per message is what
+            // two threads share in `handoff`.
+            let sx = Streams::builder().arena(&arena).build();
+            let s = handoff_stream(&sx);
+            hand_over_1thread(&sx, &s, n * BATCH as u64);
             s.close();
         }
         other => panic!("unknown mode {other}"),

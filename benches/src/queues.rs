@@ -83,3 +83,23 @@ pub fn hand_over(arena: &Arena, s: &Stream, total: u64) {
         }
     });
 }
+
+/// The work of [`hand_over`] on one thread, for comparison (an executive without workers):
+/// write until flow control refuses, run the service procedures, read everything back;
+/// until `total` messages went through.
+pub fn hand_over_1thread(sx: &Streams, s: &Stream, total: u64) {
+    let (mut sent, mut done) = (0, 0);
+    while done < total {
+        while sent < total {
+            if s.write(msg64()).is_err() {
+                break; // flow control: the refused message is dropped (freed)
+            }
+            sent += 1;
+        }
+        sx.run_until_idle();
+        while let Some(m) = s.read().expect("read") {
+            black_box(m.data()[0]);
+            done += 1;
+        }
+    }
+}

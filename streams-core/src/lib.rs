@@ -201,7 +201,7 @@ mod util;
 #[doc(hidden)]
 pub mod model {
     pub use crate::sched::{RunList, SvcItem, SvcState};
-    pub use crate::sync::WaitGate;
+    pub use crate::sync::{SpinGuard, SpinLock, WaitGate};
 }
 
 pub use alloc::{

@@ -38,7 +38,7 @@ use crate::mblk::Mblk;
 use crate::module::{ModuleInfo, PutProc, QInit};
 use crate::perim::Perimeter;
 use crate::sched::{ExecInner, SvcState};
-use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering, SpinLock};
 use ddi_kmem::{Arena, KM_NOSLEEP, KM_SLEEP, current_arena, in_interrupt};
 use std::collections::HashSet;
 use std::ffi::c_void;
@@ -163,7 +163,7 @@ pub struct Queue {
     /// `OTHERQ` and the shared part are reached through it, never by offsetting a reference
     /// to one queue).
     pair: *mut QPair,
-    pub(crate) st: Mutex<QState>,
+    pub(crate) st: SpinLock<QState>,
 }
 
 // SAFETY: a queue is shared between threads by design: its mutable state is behind its lock
@@ -209,7 +209,7 @@ impl Queue {
             fast_put: AtomicPtr::new(null_mut()),
             readr,
             pair: null_mut(),
-            st: Mutex::new(QState {
+            st: SpinLock::new(QState {
                 first: null_mut(),
                 last: null_mut(),
                 pclast: null_mut(),
