@@ -773,6 +773,16 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     if env::any_checking() {
         return None;
     }
+    // SAFETY: forwarded contract; no arena checks (tested just above).
+    unsafe { free_fast_unchecking(mp) }
+}
+
+/// [`free_fast`] once the caller has found that no arena checks.
+///
+/// # Safety
+/// As [`free_fast`], and no environment checks ([`env::any_checking`] was false).
+#[inline(always)]
+unsafe fn free_fast_unchecking(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     // Read before the block, so that the thread's environment is the one the rest uses.
     let last = env::last();
     // SAFETY: `mp` is an allocated message block (caller); the block is allocated while its
@@ -899,8 +909,7 @@ const FREE_OWN: [FreeOwn; 8] = {
 /// `b_datap` its own data block, whose only reference is the block's message block.
 #[inline(always)]
 unsafe fn free_big<const I: usize>(b: *mut Mdb, env: &'static MsgEnv) -> &'static MsgEnv {
-    // A block of a big class was taken from that class's cache, which exists.
-    let cache = env.big[I].as_ref().expect("streams: a big combined block without its cache");
+    let cache = env.big_cache(I);
     // SAFETY: as in `free_fast_in` for a small block: neither half is in use, the block is
     // in its constructed state, and it came from `cache` (the contract).
     unsafe { kmem_cache_free(cache, b.cast()) };
@@ -1099,8 +1108,9 @@ pub(crate) unsafe fn freemsg_inline(mp: *mut Mblk) {
     // before anything is read from it (in `freemsg`).
     // SAFETY: unless an arena checks, `mp` is an allocated message block (the contract).
     if !mp.is_null() && !env::any_checking() && unsafe { (*mp).b_cont }.is_null() {
-        // SAFETY: forwarded contract; a one-block message is freed by `freeb`.
-        if let Some(env) = unsafe { free_fast(mp) } {
+        // SAFETY: forwarded contract, no arena checks (tested above); a one-block message is
+        // freed as `freeb` frees it.
+        if let Some(env) = unsafe { free_fast_unchecking(mp) } {
             env.bufcalls.kick();
             return;
         }

@@ -214,10 +214,16 @@ impl Live {
     #[inline]
     pub(crate) fn block_cache(&self, class: crate::dblk::DbClass) -> &KmemCache {
         match class.big_index() {
-            // A block of a big class was taken from that class's cache, which exists.
-            Some(i) => self.big[i].as_ref().expect("streams: a big combined block without its cache"),
+            Some(i) => self.big_cache(i),
             None => &self.cache,
         }
+    }
+
+    /// The cache of large combined class `i`, which exists whenever a block of that class
+    /// does (the block was taken from it).
+    #[inline]
+    pub(crate) fn big_cache(&self, i: usize) -> &KmemCache {
+        self.big[i].as_ref().expect("streams: a big combined block without its cache")
     }
 }
 
