@@ -3,7 +3,9 @@
 //!   four `nullmod`s to the `loopback` driver and back up through them, read at the head;
 //!   64-byte messages allocated (`allocb`) before the write and freed after the read; vs a
 //!   four-stage `VecDeque` pipeline moving `Box<[u8]>` (allocated at stage 0, moved through
-//!   four `VecDeque`s, freed at the end). Both sides write a batch of 64, then read it.
+//!   four `VecDeque`s, freed at the end). Both sides write a batch of 64, then read it. The
+//!   stream runs twice: on a shared executive (`Streams`: queue locks and the plumbing lock
+//!   are atomics) and on a thread-confined one (`LocalStreams`: none).
 //! - `handoff_2threads`: a writer thread writes 64-byte messages at the head of a stream with
 //!   `flowmod` (service procedures, run by one worker thread of the pool) over `loopback`,
 //!   the measuring thread reads them at the head; vs `crossbeam_channel::bounded(1024)`
@@ -13,7 +15,9 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use benches::queues::{BATCH, DATA, hand_over, handoff_stream, pipeline_stream, stream_batch, vecdeque_batch};
+use benches::queues::{
+    BATCH, DATA, hand_over, handoff_stream, pipeline_local, pipeline_stream, stream_batch, vecdeque_batch,
+};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use ddi_kmem::{Arena, Checking};
 use std::collections::VecDeque;
@@ -25,10 +29,13 @@ fn pipeline(c: &mut Criterion) {
     let _entered = arena.enter();
     let sx = Streams::builder().arena(&arena).build();
     let s = pipeline_stream(&sx);
+    let lx = Streams::builder().arena(&arena).name("local").build_local();
+    let ls = pipeline_local(&lx);
 
     let mut g = c.benchmark_group("pipeline_1thread");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function(BenchmarkId::new("streams_4xnullmod_loopback", BATCH), |b| b.iter(|| stream_batch(&s)));
+    g.bench_function(BenchmarkId::new("local_4xnullmod_loopback", BATCH), |b| b.iter(|| stream_batch(&ls)));
     let mut stages: [VecDeque<Box<[u8]>>; 4] = Default::default();
     for q in &mut stages {
         q.reserve(BATCH);
@@ -37,6 +44,8 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
     // Dropping closes it and returns the head's queue pair, which `close` keeps until then.
     drop(s);
+    drop(ls);
+    drop(lx);
     assert_eq!(arena.bytes_in_use(), 0, "queues bench leaked");
 }
 

@@ -1,13 +1,14 @@
 //! A plain loop over the queue benchmarks' work, for profilers (callgrind, perf).
 //!
 //! `cargo run --release -p benches --example queues_loop -- [batches] [mode]`, where mode is
-//! `streams` (write 64 at the head of loopback with four nullmods, read 64) or `vecdeque`
+//! `streams` (write 64 at the head of loopback with four nullmods, read 64), `local` (the
+//! same on a thread-confined executive, `LocalStreams`), or `vecdeque`
 //! (the four-stage `VecDeque<Box<[u8]>>` pipeline, 64 at a time), or `handoff` (a writer
 //! thread and this thread reading, `flowmod` over `loopback` with one worker; `batches` x 64
 //! messages), or `handoff1` (the same stream and work on this thread alone, no workers).
 
 use benches::queues::{
-    BATCH, hand_over, hand_over_1thread, handoff_stream, pipeline_stream, stream_batch, vecdeque_batch,
+    BATCH, hand_over, hand_over_1thread, handoff_stream, pipeline_local, pipeline_stream, stream_batch, vecdeque_batch,
 };
 use ddi_kmem::{Arena, Checking};
 use std::collections::VecDeque;
@@ -24,6 +25,14 @@ fn main() {
         "streams" => {
             let sx = Streams::builder().arena(&arena).build();
             let s = pipeline_stream(&sx);
+            for _ in 0..n {
+                stream_batch(&s);
+            }
+            s.close();
+        }
+        "local" => {
+            let sx = Streams::builder().arena(&arena).build_local();
+            let s = pipeline_local(&sx);
             for _ in 0..n {
                 stream_batch(&s);
             }

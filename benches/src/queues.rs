@@ -4,15 +4,16 @@
 use ddi_kmem::Arena;
 use std::collections::VecDeque;
 use std::hint::black_box;
-use streams_core::{BPRI_MED, Msg, Stream, Streams};
+use streams_core::{BPRI_MED, LocalStream, LocalStreams, Msg, Stream, Streams};
 
 /// Messages per batch in the one-thread pipeline (both sides).
 pub const BATCH: usize = 64;
 /// The 64 bytes every message carries.
 pub const DATA: [u8; 64] = [0x5a; 64];
 
-/// A 64-byte message holding [`DATA`] (`allocb(64)` and a copy).
-#[inline]
+/// A 64-byte message holding [`DATA`] (`allocb(64)` and a copy), inlined where it is used
+/// (as the peer's `Box::from`).
+#[inline(always)]
 pub fn msg64() -> Msg {
     let mut m = Msg::alloc(64, BPRI_MED).expect("memory");
     m.extend_from_slice(&DATA).expect("room");
@@ -30,6 +31,42 @@ pub fn pipeline_stream(sx: &Streams) -> Stream {
     s
 }
 
+/// [`pipeline_stream`] on a thread-confined executive.
+pub fn pipeline_local(sx: &LocalStreams) -> LocalStream {
+    examples::modules::register_all(sx.streams()).expect("register");
+    let s = sx.open("loopback", 0).expect("open");
+    for _ in 0..4 {
+        s.push("nullmod").expect("push");
+    }
+    s
+}
+
+/// The head's data calls of the two kinds of stream, for [`stream_batch`].
+pub trait Head {
+    /// `write`.
+    fn put(&self, m: Msg) -> bool;
+    /// `read`, expecting a message.
+    fn get(&self) -> Msg;
+}
+
+/// [`Head`] for a stream type with `write` and `read` (the same calls on both kinds).
+macro_rules! head {
+    ($t:ty) => {
+        impl Head for $t {
+            #[inline]
+            fn put(&self, m: Msg) -> bool {
+                self.write(m).is_ok()
+            }
+            #[inline]
+            fn get(&self) -> Msg {
+                self.read().expect("read").expect("looped back")
+            }
+        }
+    };
+}
+head!(Stream);
+head!(LocalStream);
+
 /// `loopback` with `flowmod` (service procedures on both sides) pushed, on `sx`.
 pub fn handoff_stream(sx: &Streams) -> Stream {
     examples::modules::register_all(sx).expect("register");
@@ -40,12 +77,12 @@ pub fn handoff_stream(sx: &Streams) -> Stream {
 
 /// One batch through the stream: [`BATCH`] messages written at the head, then read back.
 #[inline]
-pub fn stream_batch(s: &Stream) {
+pub fn stream_batch(s: &impl Head) {
     for _ in 0..BATCH {
-        assert!(s.write(msg64()).is_ok(), "write refused");
+        assert!(s.put(msg64()), "write refused");
     }
     for _ in 0..BATCH {
-        let m = s.read().expect("read").expect("looped back");
+        let m = s.get();
         black_box(m.data()[0]);
     }
 }

@@ -138,6 +138,16 @@ pub enum StreamsError {
         /// The panic message.
         message: String,
     },
+    /// `I_PUSH`, `I_POP` or close of a stream of a thread-confined executive
+    /// ([`LocalStreams`](crate::LocalStreams)) called from inside one of that stream's own
+    /// procedures (through a handle a module kept): it would re-plumb or free queues the
+    /// calling procedures are running in. Refused (`EDEADLK`; a close is left to the drop).
+    /// On a shared executive the same call waits for the plumbing lock its caller holds.
+    #[error("{call}: called from inside a procedure of the same stream; refused")]
+    InsideStream {
+        /// The call.
+        call: &'static str,
+    },
     /// A different module or driver is already registered under this name.
     #[error("register: a different module is already registered as {name}")]
     AlreadyRegistered {

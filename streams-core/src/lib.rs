@@ -186,6 +186,7 @@ mod env;
 mod error;
 mod flow;
 mod interop;
+mod local;
 pub mod mblk;
 mod module;
 mod msg;
@@ -212,6 +213,7 @@ pub use dblk::*;
 pub use env::{EnvCounts, message_environments, take_errors};
 pub use error::StreamsError;
 pub use flow::{FullAt, FullClear, PutqEnable, QueueQuirks, bcanput, bcanputnext, canput, canputnext};
+pub use local::{LocalStream, LocalStreams};
 pub use mblk::*;
 pub use module::{
     CLONEOPEN, CloseProc, Cred, DRVOPEN, Dev, INFPSZ, Kind, MODOPEN, Module, ModuleInfo, OpenCtx, OpenProc, PutProc,
@@ -226,9 +228,9 @@ pub use queue::{
 };
 pub use sched::{ExecGuard, Streams, StreamsBuilder, enableok, noenable, qenable, runqueues};
 pub use stream::{
-    EAGAIN, EINVAL, EIO, ENOMEM, ENXIO, EPERM, ETIME, FLUSHBAND, FLUSHR, FLUSHRW, FLUSHW, IocReply, Iocblk, NOERROR,
-    Stream, miocack, miocnak, msg_of, put, putctl, putctl1, putnext, putnextctl, putnextctl1, qprocsoff, qprocson,
-    qreply,
+    EAGAIN, EDEADLK, EINVAL, EIO, ENOMEM, ENXIO, EPERM, ETIME, FLUSHBAND, FLUSHR, FLUSHRW, FLUSHW, IocReply, Iocblk,
+    NOERROR, Stream, miocack, miocnak, msg_of, put, putctl, putctl1, putnext, putnextctl, putnextctl1, qprocsoff,
+    qprocson, qreply,
 };
 pub use util::{
     adjmsg, copyb, copymsg, dupmsg, linkb, msgdsize, msgpullup, msgsize, pullupmsg, rmvb, rmvb_not_found, unlinkb,

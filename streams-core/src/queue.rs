@@ -199,7 +199,9 @@ pub(crate) struct QPair {
 const _: () = assert!(std::mem::offset_of!(QPair, wq) == std::mem::size_of::<Queue>());
 
 impl Queue {
-    fn new(readr: bool) -> Queue {
+    /// A queue of a pair of an executive whose queue locks are confined to the thread
+    /// `owner` (0: shared; see [`SpinLock`]).
+    fn new(readr: bool, owner: u64) -> Queue {
         Queue {
             q_qinfo: AtomicPtr::new(null_mut()),
             q_next: AtomicPtr::new(null_mut()),
@@ -209,21 +211,24 @@ impl Queue {
             fast_put: AtomicPtr::new(null_mut()),
             readr,
             pair: null_mut(),
-            st: SpinLock::new(QState {
-                first: null_mut(),
-                last: null_mut(),
-                pclast: null_mut(),
-                count: 0,
-                msgs: 0,
-                flag: QUSE | QWANTR | if readr { QREADR } else { 0 },
-                hiwat: 0,
-                lowat: 0,
-                minpsz: 0,
-                maxpsz: crate::module::INFPSZ,
-                bands: null_mut(),
-                nband: 0,
-                blocked: 0,
-            }),
+            st: SpinLock::confined(
+                QState {
+                    first: null_mut(),
+                    last: null_mut(),
+                    pclast: null_mut(),
+                    count: 0,
+                    msgs: 0,
+                    flag: QUSE | QWANTR | if readr { QREADR } else { 0 },
+                    hiwat: 0,
+                    lowat: 0,
+                    minpsz: 0,
+                    maxpsz: crate::module::INFPSZ,
+                    bands: null_mut(),
+                    nband: 0,
+                    blocked: 0,
+                },
+                owner,
+            ),
         }
     }
 
@@ -813,9 +818,11 @@ pub(crate) unsafe fn alloc_pair(exec: *const ExecInner, stream: *const crate::st
     // SAFETY: the caller holds `exec` alive; the pair keeps its own count until freeq.
     unsafe { std::sync::Arc::increment_strong_count(exec) };
     let checked = arena.checking().any();
+    // SAFETY: the caller holds `exec` alive.
+    let owner = unsafe { (*exec).owner };
     let pair = QPair {
-        rq: Queue::new(true),
-        wq: Queue::new(false),
+        rq: Queue::new(true, owner),
+        wq: Queue::new(false, owner),
         shared: PairShared {
             exec,
             arena,

@@ -312,6 +312,37 @@ pub(crate) struct ExecInner {
     pub(crate) arena: Arena,
     pub(crate) name: String,
     nworkers: usize,
+    /// 0: shared by any threads; else the [`thread_token`](crate::sync::thread_token) of the
+    /// one thread a [`LocalStreams`](crate::LocalStreams) executive is confined to (its queue
+    /// locks are [`SpinLock::confined`](crate::sync::SpinLock) to it).
+    pub(crate) owner: u64,
+}
+
+impl ExecInner {
+    /// Whether the calling thread may use this executive's queues (any thread, unless the
+    /// executive is confined to another).
+    #[inline]
+    pub(crate) fn on_owner_thread(&self) -> bool {
+        self.owner == 0 || self.owner == crate::sync::thread_token()
+    }
+
+    /// Panics, naming `call`, on another thread than a confined executive's.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn check_owner(&self, call: &'static str) {
+        if !self.on_owner_thread() {
+            foreign_thread(call, &self.name);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn foreign_thread(call: &'static str, name: &str) -> ! {
+    panic!(
+        "{call}: executive `{name}` is confined to the thread that built it (LocalStreams); called on another thread"
+    )
 }
 
 impl Drop for ExecInner {
@@ -586,6 +617,25 @@ impl StreamsBuilder {
 
     /// Builds the executive and starts its workers.
     pub fn build(self) -> Streams {
+        self.build_owned(0)
+    }
+
+    /// Builds an executive confined to the calling thread: see [`LocalStreams`](crate::LocalStreams).
+    ///
+    /// # Panics
+    /// If worker threads were asked for ([`workers`](Self::workers) above 0): service
+    /// procedures of a confined executive run on its thread
+    /// ([`LocalStreams::run_until_idle`](crate::LocalStreams::run_until_idle), and `read_wait`/`write_wait`).
+    pub fn build_local(self) -> crate::LocalStreams {
+        assert!(
+            self.workers == 0,
+            "StreamsBuilder::build_local: a thread-confined executive has no worker threads ({} asked for)",
+            self.workers
+        );
+        crate::LocalStreams::new(self.build_owned(crate::sync::thread_token()))
+    }
+
+    fn build_owned(self, owner: u64) -> Streams {
         let arena = self.arena.unwrap_or_else(current_arena);
         let runlist = Arc::new(RunList::new());
         let inner = Arc::new(ExecInner {
@@ -597,6 +647,7 @@ impl StreamsBuilder {
             arena: arena.clone(),
             name: self.name.clone(),
             nworkers: self.workers,
+            owner,
         });
         for i in 0..self.workers {
             let list = Arc::clone(&runlist);
@@ -642,7 +693,12 @@ impl Streams {
     }
 
     /// Makes this the current thread's executive until the guard drops.
+    ///
+    /// # Panics
+    /// On another thread than a confined executive's ([`LocalStreams`](crate::LocalStreams)).
+    #[track_caller]
     pub fn enter(&self) -> ExecGuard {
+        self.inner.check_owner("Streams::enter");
         ENTERED.with(|e| e.borrow_mut().push(Arc::clone(&self.inner)));
         ExecGuard { _not_send: std::marker::PhantomData }
     }
@@ -659,7 +715,12 @@ impl Streams {
 
     /// Runs service procedures on this thread until the run list is empty; with workers,
     /// also waits until they are idle.
+    ///
+    /// # Panics
+    /// On another thread than a confined executive's ([`LocalStreams`](crate::LocalStreams)).
+    #[track_caller]
     pub fn run_until_idle(&self) {
+        self.inner.check_owner("Streams::run_until_idle");
         drain(&self.inner.runlist);
         self.inner.runlist.wait_idle();
     }

@@ -69,6 +69,9 @@ pub const EAGAIN: i32 = 11;
 pub const ENOMEM: i32 = 12;
 /// `EINVAL`.
 pub const EINVAL: i32 = 22;
+/// Resource deadlock would occur: a re-plumbing call from inside the stream's own procedures
+/// on a thread-confined executive ([`StreamsError::InsideStream`]).
+pub const EDEADLK: i32 = 35;
 /// `ETIME`: an ioctl was not answered in time.
 pub const ETIME: i32 = 62;
 
@@ -253,9 +256,51 @@ pub(crate) struct StreamInner {
     /// Threads waiting on `cv` (readers, writers) and the wake-up epoch: the data path
     /// notifies only if there are waiters.
     gate: crate::sync::WaitGate,
+    /// The executive is thread-confined ([`LocalStreams`](crate::LocalStreams)): `write`
+    /// takes no plumbing lock, only counts itself in `depth`.
+    confined: bool,
+    /// Confined: `Stream::write` calls running on the owner thread (nested when a procedure
+    /// writes to its own stream); only that thread touches it, with a load and a store.
+    depth: crate::sync::AtomicU32,
+}
+
+/// A confined `Stream::write` in progress (see `StreamInner::depth`); the count goes back
+/// down when it ends, by unwinding too.
+struct Inside<'a>(&'a crate::sync::AtomicU32);
+
+impl<'a> Inside<'a> {
+    #[inline(always)]
+    fn enter(depth: &'a crate::sync::AtomicU32) -> Self {
+        // Relaxed load and store: only the owner thread touches the count.
+        depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        Inside(depth)
+    }
+}
+
+impl Drop for Inside<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    }
 }
 
 impl StreamInner {
+    /// The plumbing lock for writing (open, `I_PUSH`, `I_POP`, close). On a confined
+    /// executive, `None` (reported as [`StreamsError::InsideStream`]) when the call comes
+    /// from inside this stream on its thread: a `write` in progress (which holds no lock) or
+    /// a reader of the lock (which would deadlock); on a shared one it waits.
+    #[track_caller]
+    fn plumb_write(&self, call: &'static str) -> Option<crate::sync::RwLockWriteGuard<'_, ()>> {
+        if !self.confined {
+            return Some(self.plumb.write());
+        }
+        let g = if self.depth.load(Ordering::Relaxed) == 0 { self.plumb.try_write() } else { None };
+        if g.is_none() {
+            env::current().misuse(StreamsError::InsideStream { call });
+        }
+        g
+    }
+
     /// Marks the stream closed (a failed `open`).
     fn mark_closed(&self) {
         let mut hs = self.hs.lock();
@@ -949,8 +994,21 @@ impl Streams {
     ///
     /// # Errors
     /// `EINVAL` if no driver has that name or the call is made in interrupt context
-    /// (reported); `ENOMEM` when queues cannot be allocated; the driver's open errno.
+    /// (reported); `ENOMEM` when queues cannot be allocated; the driver's open errno;
+    /// `EPERM` on a thread-confined executive, whose streams are opened by
+    /// [`LocalStreams::open`](crate::LocalStreams::open) (a `Stream` could go to another
+    /// thread).
     pub fn open(&self, driver: &str, dev: Dev) -> Result<Stream, i32> {
+        if self.inner.owner != 0 {
+            return Err(EPERM);
+        }
+        self.open_stream(driver, dev)
+    }
+
+    /// [`Streams::open`] for either kind of executive (a confined one's caller wraps the
+    /// result in a `LocalStream` on the owner thread).
+    pub(crate) fn open_stream(&self, driver: &str, dev: Dev) -> Result<Stream, i32> {
+        self.inner.check_owner("open");
         user_context("open")?;
         let reg = self.lookup(driver).ok_or(EINVAL)?;
         // SAFETY: registry entries live as long as the executive.
@@ -980,6 +1038,8 @@ impl Streams {
             gate: crate::sync::WaitGate::new(),
             head_nfsrv: AtomicPtr::new(null_mut()),
             nfsrv_stale: crate::sync::AtomicBool::new(false),
+            confined: self.inner.owner != 0,
+            depth: crate::sync::AtomicU32::new(0),
         });
         let exec: *const ExecInner = Arc::as_ptr(&self.inner);
         let sp: *const StreamInner = Arc::as_ptr(&inner);
@@ -1103,7 +1163,7 @@ impl Stream {
         if reg.kind != Kind::Module {
             return Err(EINVAL);
         }
-        let _w = self.inner.plumb.write();
+        let _w = self.inner.plumb_write("I_PUSH").ok_or(EDEADLK)?;
         if self.closed() || self.inner.modules.lock().len() >= self.inner.exec.inner.quirks.nstrpush {
             return Err(EINVAL);
         }
@@ -1153,7 +1213,7 @@ impl Stream {
     /// `EINVAL` if no module is pushed or in interrupt context (reported).
     pub fn pop(&self) -> Result<(), i32> {
         user_context("I_POP")?;
-        let _w = self.inner.plumb.write();
+        let _w = self.inner.plumb_write("I_POP").ok_or(EDEADLK)?;
         let rq = self.inner.modules.lock().pop().ok_or(EINVAL)?;
         // SAFETY: plumbing held for writing; the module's pair is live.
         unsafe { self.remove_module(rq) };
@@ -1219,7 +1279,20 @@ impl Stream {
         if let Err(e) = self.check_write() {
             return Err((e, m));
         }
+        if self.inner.confined {
+            // No other thread can use the stream (`LocalStream` is neither `Send` nor
+            // `Sync`), so nothing can re-plumb it during the call but a call from inside
+            // it, which `plumb_write` refuses while `depth` counts this one.
+            let _inside = Inside::enter(&self.inner.depth);
+            return self.write_plumbed(m);
+        }
         let _r = self.inner.plumb.read_recursive();
+        self.write_plumbed(m)
+    }
+
+    /// [`Stream::write`] once the plumbing is stable (read lock held, or confined).
+    #[inline(always)]
+    fn write_plumbed(&self, m: Msg) -> Result<(), (i32, Msg)> {
         if self.is_closed() {
             return Err((EINVAL, m));
         }
@@ -1523,7 +1596,7 @@ impl Stream {
             env::current().misuse(StreamsError::SleepInInterrupt { call: "close" });
             return;
         }
-        let _w = self.inner.plumb.write();
+        let Some(_w) = self.inner.plumb_write("close") else { return };
         {
             let mut hs = self.inner.hs.lock();
             if hs.closed {

@@ -28,8 +28,10 @@ use std::sync::atomic::AtomicU64;
 pub(crate) use std::sync::atomic::AtomicPtr;
 
 #[cfg(not(miri))]
-pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
+#[cfg(miri)]
+pub(crate) use std::sync::RwLockWriteGuard;
 #[cfg(miri)]
 pub(crate) use std_shim::{Condvar, Mutex, MutexGuard, RwLock};
 
@@ -125,10 +127,56 @@ impl WaitGate {
 /// to `T` happens before this holder's accesses. Model-checked in `tests/loom_spin_lock.rs`
 /// (loom's `UnsafeCell` tracks the accesses to `T`; with a `Relaxed` release it reports the
 /// race).
+///
+/// A lock of a thread-confined executive ([`LocalStreams`](crate::LocalStreams)) is made with
+/// [`SpinLock::confined`]: it belongs to one thread (its [`thread_token`]) and is only ever
+/// taken there, so taking it is a test of the token and of the word (plain load and store,
+/// no read-modify-write), and the release the same store as above. The word still records
+/// the holder so that a nested acquisition on the owner thread (a deadlock on a shared lock)
+/// is reported; an acquisition on any other thread panics before touching `T` (no data race
+/// is possible: every access to `T` goes through a guard, and every guard of a confined
+/// lock is made on its owner thread).
 #[doc(hidden)]
 pub struct SpinLock<T> {
     locked: LockWord,
+    /// 0: shared (CAS acquisition); else the [`thread_token`] of the only thread that may
+    /// take it.
+    owner: u64,
     data: DataUnsafeCell<T>,
+}
+
+/// A token for the calling thread: nonzero, and different for every thread the process ever
+/// ran (a counter, not the thread-local's address, which a later thread may reuse). The
+/// first call on a thread takes the next value of a process-wide counter; later calls read
+/// the thread-local (a `const`-initialised `Cell`: one load and a test).
+#[inline]
+pub(crate) fn thread_token() -> u64 {
+    TOKEN.with(|t| {
+        let v = t.get();
+        if v != 0 { v } else { new_thread_token(t) }
+    })
+}
+
+/// [`thread_token`] without taking one: 0 on a thread that has none yet (which therefore
+/// owns nothing).
+#[inline(always)]
+fn thread_token_or_0() -> u64 {
+    TOKEN.with(std::cell::Cell::get)
+}
+
+std::thread_local! {
+    /// This thread's [`thread_token`], 0 until the first call.
+    static TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[cold]
+#[inline(never)]
+fn new_thread_token(t: &std::cell::Cell<u64>) -> u64 {
+    /// The next token; Relaxed: only uniqueness matters (a read-modify-write's total order).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let v = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t.set(v);
+    v
 }
 
 #[cfg(not(loom))]
@@ -157,18 +205,51 @@ impl<T: std::fmt::Debug> std::fmt::Debug for SpinLock<T> {
 impl<T> SpinLock<T> {
     /// Unlocked, holding `v`.
     pub fn new(v: T) -> Self {
-        SpinLock { locked: LockWord::new(false), data: DataUnsafeCell::new(v) }
+        SpinLock { locked: LockWord::new(false), owner: 0, data: DataUnsafeCell::new(v) }
+    }
+
+    /// Unlocked, holding `v`, confined to the thread whose [`thread_token`] is `owner`
+    /// (0: shared, as [`SpinLock::new`]).
+    pub(crate) fn confined(v: T, owner: u64) -> Self {
+        SpinLock { locked: LockWord::new(false), owner, data: DataUnsafeCell::new(v) }
     }
 
     /// Takes the lock: one compare-and-swap when it is free; spins, then yields, while
-    /// another thread holds it.
+    /// another thread holds it. A confined lock: a test of the thread and of the word.
+    ///
+    /// # Panics
+    /// A confined lock taken on another thread than its owner, or taken again by its holder.
     #[inline]
     pub fn lock(&self) -> SpinGuard<'_, T> {
-        // Acquire: pairs with the previous holder's Release store in `SpinGuard::drop`.
-        if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.lock_contended();
+        if self.owner == 0 {
+            // Acquire: pairs with the previous holder's Release store in `SpinGuard::drop`.
+            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                self.lock_contended();
+            }
+        } else {
+            // Relaxed: the word is only ever accessed on the owner thread (tested first). A
+            // thread that has no token yet reads 0, never an owner's.
+            if (self.owner ^ thread_token_or_0()) | u64::from(self.locked.load(Ordering::Relaxed)) != 0 {
+                self.confined_misuse();
+            }
+            self.locked.store(true, Ordering::Relaxed);
         }
         SpinGuard { lock: self, data: self.data_ptr(), _not_send: std::marker::PhantomData }
+    }
+
+    /// A confined lock taken where it may not be: a panic naming what was wrong, before
+    /// anything touched `T`.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn confined_misuse(&self) -> ! {
+        if self.owner != thread_token() {
+            panic!(
+                "streams: a queue of a thread-confined executive (LocalStreams) used on another \
+                 thread than the one that built it"
+            );
+        }
+        panic!("streams: a queue's lock taken again by its holder (a nested queue operation)");
     }
 
     /// The contended path: yields, then looks again with a load (the holder's line stays
@@ -444,6 +525,13 @@ mod std_shim {
         }
         pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
             self.0.write().unwrap_or_else(PoisonError::into_inner)
+        }
+        pub(crate) fn try_write(&self) -> Option<std::sync::RwLockWriteGuard<'_, T>> {
+            match self.0.try_write() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
         }
     }
 

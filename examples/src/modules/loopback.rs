@@ -46,6 +46,9 @@ impl Module for Loopback {
         Ok(Loopback { looped: AtomicU32::new(0) })
     }
 
+    // Inline: the put trampoline streams-core instantiates for this module calls it
+    // (another crate's non-generic function is not inlined otherwise): one call per hop.
+    #[inline]
     fn wput(&self, q: QRef<'_>, mut mp: Msg) {
         match mp.msg_type() {
             M_DATA | M_PROTO | M_PCPROTO => {
