@@ -6,17 +6,23 @@
 //!   four `VecDeque`s, freed at the end). Both sides write a batch of 64, then read it. The
 //!   stream runs twice: on a shared executive (`Streams`: queue locks and the plumbing lock
 //!   are atomics) and on a thread-confined one (`LocalStreams`: none).
-//! - `handoff_2threads`: a writer thread writes 64-byte messages at the head of a stream with
-//!   `flowmod` (service procedures, run by one worker thread of the pool) over `loopback`,
-//!   the measuring thread reads them at the head; vs `crossbeam_channel::bounded(1024)`
-//!   moving `Box<[u8; 64]>` from a sender thread to the measuring thread.
+//! - `handoff_2threads`: vs `crossbeam_channel::bounded(1024)` moving `Box<[u8; 64]>` from a
+//!   sender thread to the measuring thread, two streams, each with one worker thread:
+//!   `streams_source_worker` (two threads, the shape): the `source` driver's read
+//!   service procedure, run by the worker, allocates 64-byte messages and sends them up
+//!   under flow control (`canputnext`, back-enabled below `STRLOW`); the measuring thread
+//!   reads them at the head (an executive whose stream head leaves service procedures to
+//!   the worker: `head_runs_queues` false, as illumos; see `worker_executive`); `streams_flowmod_worker` (three threads): a writer thread
+//!   writes 64-byte messages at the head of `flowmod` (service procedures on the worker)
+//!   over `loopback`, the measuring thread reads them at the head.
 //!
 //! `cargo bench -p benches --bench queues`
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use benches::queues::{
-    BATCH, DATA, hand_over, handoff_stream, pipeline_local, pipeline_stream, stream_batch, vecdeque_batch,
+    BATCH, DATA, hand_over, handoff_stream, pipeline_local, pipeline_stream, receive, source_stream, stream_batch,
+    vecdeque_batch, worker_executive,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use ddi_kmem::{Arena, Checking};
@@ -64,6 +70,15 @@ fn handoff(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    let wx = worker_executive(&arena);
+    let src = source_stream(&wx);
+    g.bench_function("streams_source_worker", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            receive(&src, iters);
+            start.elapsed()
+        })
+    });
     g.bench_function("crossbeam_bounded1024_box", |b| {
         b.iter_custom(|iters| {
             let (tx, rx) = crossbeam_channel::bounded::<Box<[u8; 64]>>(1024);
@@ -85,7 +100,9 @@ fn handoff(c: &mut Criterion) {
     g.finish();
     // As in `pipeline`: dropping closes and returns the head's pair.
     drop(s);
+    drop(src);
     drop(sx);
+    drop(wx);
     assert_eq!(arena.bytes_in_use(), 0, "handoff bench leaked");
 }
 

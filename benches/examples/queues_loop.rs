@@ -5,10 +5,12 @@
 //! same on a thread-confined executive, `LocalStreams`), or `vecdeque`
 //! (the four-stage `VecDeque<Box<[u8]>>` pipeline, 64 at a time), or `handoff` (a writer
 //! thread and this thread reading, `flowmod` over `loopback` with one worker; `batches` x 64
-//! messages), or `handoff1` (the same stream and work on this thread alone, no workers).
+//! messages), or `source` (the `source` driver's read service procedure on a worker
+//! producing `batches` x 64 messages, this thread reading them), or `handoff1` (the same stream and work on this thread alone, no workers).
 
 use benches::queues::{
-    BATCH, hand_over, hand_over_1thread, handoff_stream, pipeline_local, pipeline_stream, stream_batch, vecdeque_batch,
+    BATCH, hand_over, hand_over_1thread, handoff_stream, pipeline_local, pipeline_stream, receive, source_stream,
+    stream_batch, vecdeque_batch, worker_executive,
 };
 use ddi_kmem::{Arena, Checking};
 use std::collections::VecDeque;
@@ -48,6 +50,12 @@ fn main() {
             let sx = Streams::builder().arena(&arena).workers(1).build();
             let s = handoff_stream(&sx);
             hand_over(&arena, &s, n * BATCH as u64);
+            s.close();
+        }
+        "source" => {
+            let sx = worker_executive(&arena);
+            let s = source_stream(&sx);
+            receive(&s, n * BATCH as u64);
             s.close();
         }
         "handoff1" => {

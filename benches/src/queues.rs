@@ -4,7 +4,7 @@
 use ddi_kmem::Arena;
 use std::collections::VecDeque;
 use std::hint::black_box;
-use streams_core::{BPRI_MED, LocalStream, LocalStreams, Msg, Stream, Streams};
+use streams_core::{BPRI_MED, LocalStream, LocalStreams, Msg, QueueQuirks, Stream, Streams};
 
 /// Messages per batch in the one-thread pipeline (both sides).
 pub const BATCH: usize = 64;
@@ -101,6 +101,36 @@ pub fn vecdeque_batch(stages: &mut [VecDeque<Box<[u8]>>; 4]) {
     }
     while let Some(m) = stages[3].pop_front() {
         black_box(m[0]);
+    }
+}
+
+/// An executive with one worker that runs every service procedure: the stream head's
+/// waiting calls do not run them (`QueueQuirks::head_runs_queues` false, illumos's service
+/// threads; LfS's head would run the producer's service procedure on the reading thread
+/// itself whenever it finds its queue empty, and no hand-off would be measured). The stream
+/// head holds as much as the peer's channel: `STRHIGH` 64 KiB = 1 024 messages of 64 bytes
+/// (crossbeam's `bounded(1024)`), `STRLOW` a quarter of it (LfS's defaults are 5 120 and
+/// 1 024 bytes: 80 messages, so the two threads would sleep and wake every ~65 messages).
+pub fn worker_executive(arena: &Arena) -> Streams {
+    let quirks = QueueQuirks { head_runs_queues: false, strhigh: 65536, strlow: 16384, ..QueueQuirks::LFS };
+    Streams::builder().arena(arena).workers(1).quirks(quirks).name("handoff").build()
+}
+
+/// The `source` driver alone, on `sx` (which should have a worker: its read service
+/// procedure produces the messages).
+pub fn source_stream(sx: &Streams) -> Stream {
+    examples::modules::register_all(sx).expect("register");
+    sx.open("source", 0).expect("open")
+}
+
+/// `total` messages produced by `source`'s read service procedure (on a worker) and read
+/// here (`read_wait`): two threads, as a channel's sender and receiver.
+pub fn receive(s: &Stream, total: u64) {
+    let n = Msg::from_slice(&total.to_le_bytes()).expect("memory");
+    s.ioctl(examples::modules::source::SRC_GEN, Some(n)).expect("SRC_GEN");
+    for _ in 0..total {
+        let m = s.read_wait().expect("read").expect("a message");
+        black_box(m.data()[0]);
     }
 }
 

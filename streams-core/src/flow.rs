@@ -75,6 +75,15 @@ pub struct QueueQuirks {
     /// How long the stream head waits for an `M_IOCTL` answer, in milliseconds: LfS
     /// `ioctime` sysctl 15 s (lfs-lis.md §2.1).
     pub ioctime_ms: u64,
+    /// Whether the stream head's waiting calls (`read_wait`, `write_wait`) run enabled
+    /// service procedures on the calling thread before they
+    /// wait, or leave them to the executive's worker threads. LfS: true, the stream head
+    /// calls `runqueues()` at the end of a system call ("simulate STREAMS context",
+    /// lfs-lis.md §3.4), so a reader that finds its queue empty runs the producer's service
+    /// procedure itself. illumos: false, service procedures run on STREAMS service threads
+    /// (`streams_taskq` dispatches and background threads, illumos.md §4 "qenable /
+    /// scheduler"). Without workers the calls run them either way (nothing else would).
+    pub head_runs_queues: bool,
 }
 
 impl QueueQuirks {
@@ -90,6 +99,7 @@ impl QueueQuirks {
         flushq_clears_wantr: false,
         flushband0_hipri: true,
         ioctime_ms: 15_000,
+        head_runs_queues: true,
     };
 
     #[inline]

@@ -1358,7 +1358,7 @@ impl Stream {
     /// reader or writer waiting on a busy worker moves the stream itself.
     fn help_run(&self) {
         let ex = &self.inner.exec.inner;
-        if ex.runlist.is_idle() {
+        if !ex.quirks.head_runs_queues || ex.runlist.is_idle() {
             return;
         }
         let _a = ex.arena.enter();
