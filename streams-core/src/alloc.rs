@@ -152,6 +152,25 @@ fn block_alloc(env: &MsgEnv, flags: KmFlags) -> Option<*mut Mdb> {
     (!p.is_null()).then_some(p)
 }
 
+/// A small combined block from `env`'s cache without `KM_SLEEP`, or `None`: from the thread's
+/// slot straight from [`env::Last`] when `env` is its environment and the slot is current
+/// (as `allocb` takes it), else [`block_alloc`].
+#[inline(always)]
+fn small_block(env: &'static MsgEnv) -> Option<*mut Mdb> {
+    // SAFETY: used within this call.
+    let l = unsafe { env::last_state() };
+    if std::ptr::eq(l.env(), env) {
+        if let Some(slot) = l.slot(DbClass::Fast) {
+            // SAFETY: a current slot of this thread (`Last::slot`), of `env.cache`.
+            let b = unsafe { slot.alloc() }.cast::<Mdb>();
+            if !b.is_null() {
+                return Some(b);
+            }
+        }
+    }
+    block_alloc(env, KM_NOSLEEP)
+}
+
 /// Writes a data block into `b`; returns it.
 ///
 /// # Safety
@@ -669,7 +688,7 @@ pub unsafe fn dupb(bp: *mut Mblk) -> *mut Mblk {
         return std::ptr::null_mut();
     }
     let env = env::current();
-    let Some(b) = block_alloc(env, KM_NOSLEEP) else {
+    let Some(b) = small_block(env) else {
         tracing::debug!("dupb: no memory: NULL");
         return std::ptr::null_mut();
     };
@@ -892,6 +911,9 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
         if !unsafe { (*own).db_ref.is_unique() } {
             return None;
         }
+        // The whole block, from `mp` (not from `m`, whose provenance is the message block's).
+        // SAFETY: `mp` is not NULL (the contract).
+        let block = unsafe { NonNull::new_unchecked(b) }.cast::<c_void>();
         // The small block first, with its own test, the other classes in a separate call:
         // the common case is one compare and a predicted branch (a `match` here compiles to
         // a jump table for every class).
@@ -900,7 +922,7 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
             if let Some(slot) = last.and_then(|l| l.hinted_big_slot(class)) {
                 // SAFETY: as for a small block below: the block is unused, constructed, of
                 // `env`'s cache of `class`, whose current slot of this thread `slot` is.
-                if unsafe { slot.free(NonNull::from(&mut *m).cast()) } {
+                if unsafe { slot.free(block) } {
                     return Some(env);
                 }
             }
@@ -911,7 +933,7 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
         // The thread's slot of `env.cache` straight from `Last` when current, else the cache.
         if let Some(slot) = last.and_then(|l| l.slot(DbClass::Fast)) {
             // SAFETY: as for `kmem_cache_free` below; the slot is current (`Last::slot`).
-            if unsafe { slot.free(NonNull::from(&mut *m).cast()) } {
+            if unsafe { slot.free(block) } {
                 return Some(env);
             }
         }
