@@ -452,6 +452,7 @@ fn allocb_combined(class: usize, size: usize) -> *mut Mblk {
 
 /// [`allocb_combined`] when the thread's slot did not serve: takes the thread's slots into
 /// [`env::Last`] if they were stale, then allocates through the environment.
+#[cold]
 #[inline(never)]
 #[track_caller]
 fn allocb_miss(size: usize) -> *mut Mblk {
@@ -925,6 +926,8 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
                 if unsafe { slot.free(block) } {
                     return Some(env);
                 }
+                // SAFETY: as below.
+                return unsafe { free_own_full(mp, env, class) };
             }
             // SAFETY: forwarded contract; `mp` holds the only reference to its block's own
             // data block, of class `class`.
@@ -936,6 +939,8 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
             if unsafe { slot.free(block) } {
                 return Some(env);
             }
+            // SAFETY: as below.
+            return unsafe { free_own_full(mp, env, class) };
         }
         let cache = &env.cache;
         // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
@@ -953,6 +958,25 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
     }
     // SAFETY: forwarded contract; `mp` is a block of `dupb` on no queue.
     Some(unsafe { free_dup_block(mp, d, env) })
+}
+
+/// [`free_fast_in`] for a block the thread's slot of its cache refused (its magazine is
+/// full): through the cache, out of line, so that the push that succeeds is the straight
+/// path.
+///
+/// # Safety
+/// As [`FreeOwn`] for `class` (the block's own class, `Fast` included).
+#[cold]
+#[inline(never)]
+unsafe fn free_own_full(mp: *mut Mblk, env: &'static MsgEnv, class: DbClass) -> Option<&'static MsgEnv> {
+    if class == DbClass::Fast {
+        // SAFETY: as for the small block in `free_fast_in`: neither half of the block is in
+        // use; it came from `env.cache`.
+        unsafe { kmem_cache_free(&env.cache, mdb_of_mblk(mp).cast()) };
+        return Some(env);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { FREE_OWN[class as usize & 7](mp, env, None) }
 }
 
 /// How [`free_fast_in`] frees a message whose only reference is to its own block's data

@@ -178,7 +178,11 @@ fn a_message_freed_while_its_thread_exits_goes_home() {
                 });
                 // Whether ddi-kmem's thread state is torn down before or after this
                 // destructor runs, the free finds the block's cache.
-            });
+            })
+            // Joined explicitly: the end of the scope alone does not wait for the thread's
+            // thread-local destructors.
+            .join()
+            .unwrap();
         });
         assert_eq!(a.bytes_in_use(), 0, "size {size}");
     }
