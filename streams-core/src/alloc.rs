@@ -421,7 +421,7 @@ pub fn allocb(size: usize, pri: u32) -> *mut Mblk {
             return allocb_combined(DbClass::Fast as usize, size);
         }
         if size <= COMBINED_MAX {
-            return allocb_combined(DbClass::Big256 as usize + big_index_of(size), size);
+            return allocb_big(DbClass::Big256 as usize + big_index_of(size), size);
         }
     }
     allocb_other(size, pri)
@@ -438,16 +438,58 @@ fn allocb_combined(class: usize, size: usize) -> *mut Mblk {
     // SAFETY: used within this call.
     let l = unsafe { env::last_state() };
     if let Some(slot) = l.slot_at(class) {
-        // SAFETY: a current slot of this thread (`Last::slot_at`).
-        let b = unsafe { slot.alloc() }.cast::<Mdb>();
-        if !b.is_null() {
-            // SAFETY: `b` is fresh from the cache of `class` of the thread's current
-            // environment, constructed with its inline buffer; that environment does not
-            // check (its slots would be empty, `env::refresh`), so `born` has nothing to do.
-            return unsafe { init_fields(b, buf_of(b), size) };
+        // SAFETY: a current slot of this thread (`Last::slot_at`), of `class`'s cache.
+        let mp = unsafe { pop_message(slot, size) };
+        if !mp.is_null() {
+            return mp;
         }
     }
     allocb_miss(size)
+}
+
+/// A message of `size` bytes in a block popped from `slot`, or NULL when the slot does not
+/// serve.
+///
+/// # Safety
+/// `slot` is a current slot of this thread ([`env::Last`]) of a combined-block cache of the
+/// thread's current environment.
+#[inline(always)]
+unsafe fn pop_message(slot: &ddi_kmem::ThreadSlot, size: usize) -> *mut Mblk {
+    // SAFETY: forwarded contract.
+    let b = unsafe { slot.alloc() }.cast::<Mdb>();
+    if b.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: `b` is fresh from a combined-block cache of the thread's current environment,
+    // constructed with its inline buffer; that environment does not check (its slots would
+    // be empty, `env::refresh`), so `born` has nothing to do.
+    unsafe { init_fields(b, buf_of(b), size) }
+}
+
+/// [`allocb_combined`] for large combined class number `class`: when it is the large class
+/// the thread used last ([`env::Last::hinted_big_slot`]), the slot kept with that hint,
+/// whose address does not wait for the class computed from `size` (the compare is a
+/// predicted branch); else a separate call, which makes `class` the hint.
+#[inline(always)]
+#[track_caller]
+fn allocb_big(class: usize, size: usize) -> *mut Mblk {
+    // SAFETY: used within this call.
+    let l = unsafe { env::last_state() };
+    if let Some(slot) = l.hinted_big_slot_at(class) {
+        // SAFETY: a current slot of this thread, of `class`'s cache (`Last::hinted_big_slot`).
+        let mp = unsafe { pop_message(slot, size) };
+        return if mp.is_null() { allocb_miss(size) } else { mp };
+    }
+    allocb_big_unhinted(class, size)
+}
+
+/// [`allocb_big`] for a class other than the hinted one: records it as the hint.
+#[inline(never)]
+#[track_caller]
+fn allocb_big_unhinted(class: usize, size: usize) -> *mut Mblk {
+    // SAFETY: used within this call.
+    unsafe { env::last_state() }.hint_big_at(class);
+    allocb_combined(class, size)
 }
 
 /// [`allocb_combined`] when the thread's slot did not serve: takes the thread's slots into
@@ -833,7 +875,7 @@ pub(crate) unsafe fn dblk_release(call: &'static str, d: *mut Dblk) {
 /// block, independently of the loads from the block being freed, so the free does not wait
 /// on a chain of dependent loads (the block, its environment, the cache, the slot) that
 /// starts at the magazine pop which produced the block, only on predicted branches (the
-/// class compared with the small class, then with the large class the thread freed last,
+/// class compared with the small class, then with the hinted large class (`Last`),
 /// else an indirect call by class, [`FREE_OWN`]). The other environment is a separate call,
 /// so the compiler cannot merge the two into a conditional move, which would keep the
 /// dependency.
@@ -919,7 +961,7 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
         // the common case is one compare and a predicted branch (a `match` here compiles to
         // a jump table for every class).
         if class != DbClass::Fast {
-            // A large block of the class the thread freed last: its slot without the call.
+            // A large block of the hinted class (`Last`): its slot without the call.
             if let Some(slot) = last.and_then(|l| l.hinted_big_slot(class)) {
                 // SAFETY: as for a small block below: the block is unused, constructed, of
                 // `env`'s cache of `class`, whose current slot of this thread `slot` is.

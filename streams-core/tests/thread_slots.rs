@@ -187,3 +187,43 @@ fn a_message_freed_while_its_thread_exits_goes_home() {
         assert_eq!(a.bytes_in_use(), 0, "size {size}");
     }
 }
+
+#[test]
+fn interleaved_large_classes_each_get_blocks_of_their_own_class() {
+    // `allocb` and `freeb` take the slot of the large class the thread used last without
+    // looking it up; a class that is not that one must still get (and give back) blocks of
+    // its own cache, whatever the order of allocations and frees.
+    let _serial = serial();
+    let a = plain("slots-interleaved");
+    a.run(|| {
+        let sizes = [300, 1024, 300, 2048, 1024, 1024, 600, 2000, 129, 256];
+        let mut held = Vec::new();
+        for round in 0..50 {
+            for (i, &s) in sizes.iter().enumerate() {
+                let mp = allocb(s, BPRI_MED);
+                assert!(!mp.is_null());
+                // SAFETY: a fresh message.
+                let datap = unsafe { (*mp).b_datap };
+                // SAFETY: its data block is live.
+                let d = unsafe { &*datap };
+                assert_eq!(d.capacity(), s.next_power_of_two(), "allocb({s})");
+                assert_eq!(d.db_base.addr(), mp.addr() + 128, "allocb({s}): one combined block");
+                if (i + round) % 3 == 0 {
+                    held.push(mp);
+                } else {
+                    // SAFETY: allocated just above, freed once.
+                    unsafe { freeb(mp) };
+                }
+            }
+            // Free the held ones in another order than they came.
+            if round % 4 == 3 {
+                while let Some(mp) = held.pop() {
+                    // SAFETY: each held message is freed once.
+                    unsafe { freeb(mp) };
+                }
+            }
+        }
+        free_all(Blocks(held));
+    });
+    assert_eq!(a.bytes_in_use(), 0);
+}
