@@ -80,6 +80,11 @@ pub(crate) struct ThreadState {
     /// the adapter first asks for it. Points into an element of `tables`; cleared before that
     /// element can go.
     adapter: Cell<*const ThreadMags>,
+    /// Changes (counts up from 1) whenever the current arena changes or one of the thread's
+    /// object-cache slots is released: a layer above that keeps pointers to those slots
+    /// ([`crate::kmem_cache_thread_slot`]) and the arena's state beside a copy of the token
+    /// knows them current while the token is unchanged, with one comparison.
+    token: Cell<u64>,
     /// Nesting depth of interrupt-context guards.
     interrupt: Cell<u32>,
     /// The innermost entered arena, or null for the process default. Always points into an
@@ -109,6 +114,7 @@ thread_local! {
         ThreadState {
             fast: Cell::new(ptr::null()),
             adapter: Cell::new(ptr::null()),
+            token: Cell::new(1),
             interrupt: Cell::new(0),
             current: Cell::new(ptr::null()),
             users: [const { UserEntry::new() }; USER_WAYS],
@@ -206,6 +212,17 @@ impl ThreadState {
         let t = self.table_for(arena)?;
         self.adapter.set(t);
         Some(t)
+    }
+
+    /// The thread's token (see the field).
+    #[inline(always)]
+    pub(crate) fn token(&self) -> u64 {
+        self.token.get()
+    }
+
+    /// Changes the token: a slot or the current arena is about to change.
+    fn bump_token(&self) {
+        self.token.set(self.token.get() + 1);
     }
 
     /// The slot of the object cache `id`, if this thread's direct-mapped entry holds it.
@@ -353,6 +370,7 @@ impl ThreadState {
     /// arenas are let go. Runs once, from the exit guard.
     fn teardown(&self) {
         self.life.set(Life::Dead);
+        self.bump_token();
         self.fast.set(ptr::null());
         self.adapter.set(ptr::null());
         self.users.iter().for_each(UserEntry::clear);
@@ -410,6 +428,8 @@ pub(crate) fn drop_user_slot(core: &CacheCore) {
         if e.id.get() == core.id {
             e.clear();
         }
+        // Before the slot can go: a pointer to it held above is then known stale.
+        s.bump_token();
         let mut slots = s.user_slots.try_borrow_mut().ok()?;
         let pos = slots.iter().position(|u| ptr::eq(Arc::as_ptr(&u.0.core), core))?;
         Some(slots.swap_remove(pos))
@@ -490,6 +510,7 @@ pub(crate) fn enter(arena: &Arena) -> EnterGuard {
         );
         s.entered.borrow_mut().push(arena.clone());
         s.current.set(inner);
+        s.bump_token();
         // The next allocation finds the new current arena's table (`install_fast`).
         s.fast.set(ptr::null());
     });
@@ -506,6 +527,7 @@ impl Drop for EnterGuard {
                 s.current.set(entered.last().map_or(ptr::null(), Arena::inner_ptr));
                 removed
             };
+            s.bump_token();
             s.fast.set(ptr::null());
             // Dropped outside the borrow: the arena's own drop may report leaks.
             drop(removed);

@@ -9,6 +9,7 @@ use crate::class::Class;
 use crate::context::{current_arena, state};
 use crate::error::{KmemError, Site};
 use crate::flags::KmFlags;
+use crate::magazine::MagSlot;
 use crate::stats::{CacheStats, PaddedCounters};
 use std::ffi::c_void;
 use std::fmt;
@@ -275,6 +276,96 @@ unsafe fn cache_free_slow(cp: &KmemCache, p: NonNull<u8>, site: Site) {
     let s = &cp.shared;
     // SAFETY: forwarded contract.
     unsafe { s.arena.cache_free(s, p, site) }
+}
+
+/// One thread's magazines of one object cache, as [`kmem_cache_thread_slot`] hands them to a
+/// layer above: that layer keeps the pointer in its own thread-local state, beside its other
+/// per-thread state, and reaches the magazines from there without the lookups of
+/// [`kmem_cache_alloc`] (the thread's direct-mapped entry, keyed by the cache's id, which is
+/// read from the cache first).
+///
+/// The pointer is current while [`kmem_thread_token`] returns the value it returned before
+/// the slot was asked for: the token changes before a slot can be released (its cache let go
+/// by the thread, the thread exiting) and whenever the thread enters or leaves an arena (so a
+/// layer that keeps per-arena state beside the slots needs no other test).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ThreadSlot(MagSlot);
+
+/// The slot of a cache without a per-thread fast path: never holds a round. Only read (a pop
+/// finds no round, a push no room), so one serves every thread.
+static NO_SLOT: ThreadSlot = ThreadSlot(MagSlot::new());
+
+impl ThreadSlot {
+    /// A slot that never holds a round: [`ThreadSlot::alloc`] always misses and
+    /// [`ThreadSlot::free`] always refuses. What a layer above keeps where it has no slot.
+    pub const fn empty() -> &'static ThreadSlot {
+        &NO_SLOT
+    }
+
+    /// Pops a constructed buffer from the loaded magazine, as [`kmem_cache_alloc`] with
+    /// `KM_NOSLEEP` does on its fast path; NULL when the magazine is empty or failure
+    /// injection is armed anywhere (then call [`kmem_cache_alloc`], which refills the
+    /// magazine or injects).
+    ///
+    /// # Safety
+    /// The slot is [`ThreadSlot::empty`], or came from [`kmem_cache_thread_slot`] on this
+    /// thread and [`kmem_thread_token`] still returns the value it returned before that call.
+    #[inline(always)]
+    pub unsafe fn alloc(&self) -> *mut c_void {
+        if crate::inject::any_armed() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the slot is this thread's (the contract), or the shared empty one, which a
+        // pop only reads.
+        match unsafe { self.0.pop() } {
+            Some(p) => p.as_ptr().cast(),
+            None => std::ptr::null_mut(),
+        }
+    }
+
+    /// Pushes a buffer onto the loaded magazine, as [`kmem_cache_free`] does on its fast
+    /// path; `false` (nothing done) when the magazine is full or the slot is the empty one
+    /// (then call [`kmem_cache_free`]).
+    ///
+    /// # Safety
+    /// As [`ThreadSlot::alloc`]; and `buf` is a buffer of the slot's cache, allocated, still
+    /// constructed, and not used afterwards.
+    #[inline(always)]
+    pub unsafe fn free(&self, buf: NonNull<c_void>) -> bool {
+        // SAFETY: the slot is this thread's, or the empty one, whose push refuses without
+        // writing (its capacity is 0); `buf` is an unused constructed buffer of its cache.
+        unsafe { self.0.push(buf.cast()) }.is_ok()
+    }
+}
+
+/// The calling thread's token: see [`ThreadSlot`]. One thread-local read.
+#[inline(always)]
+pub fn kmem_thread_token() -> u64 {
+    // SAFETY: used only within this call.
+    unsafe { state() }.token()
+}
+
+/// The calling thread's slot of `cp`, set up if needed, for a layer that keeps it beside its
+/// own per-thread state ([`ThreadSlot`]); [`ThreadSlot::empty`] when the cache has no
+/// per-thread fast path (it is checked, or its arena counts exactly) or the thread cannot
+/// have a slot now (it is exiting, or is setting one up already).
+///
+/// Read [`kmem_thread_token`] before the call: the slot is current while the token has that
+/// value.
+pub fn kmem_cache_thread_slot(cp: &KmemCache) -> NonNull<ThreadSlot> {
+    let s = &cp.shared;
+    if !s.fast {
+        return NonNull::from(ThreadSlot::empty());
+    }
+    // SAFETY: `st` is used only within this call.
+    let st = unsafe { state() };
+    match st.user_slot(&s.core, true) {
+        // SAFETY: `user_slot` returned this thread's live slot of the cache; only its address
+        // is taken.
+        Some(u) => NonNull::from(unsafe { &(*u).slot }).cast(),
+        None => NonNull::from(ThreadSlot::empty()),
+    }
 }
 
 /// Destroys a cache.

@@ -159,8 +159,8 @@ pub use global::{GlobalCounters, KmemGlobal};
 pub use inject::FailurePlan;
 pub use kmem_cache::{
     CachedObj, KMC_NODEBUG, KMC_NOHASH, KMC_NOMAGAZINE, KMC_NOTOUCH, KmemCache, KmemConstructor, KmemDestructor,
-    KmemReclaim, TypedCache, kmem_cache_alloc, kmem_cache_create, kmem_cache_destroy, kmem_cache_free,
-    kmem_cache_reap_now,
+    KmemReclaim, ThreadSlot, TypedCache, kmem_cache_alloc, kmem_cache_create, kmem_cache_destroy, kmem_cache_free,
+    kmem_cache_reap_now, kmem_cache_thread_slot, kmem_thread_token,
 };
 pub use quirks::{CACHE_LINE, FreeSize, MemQuirks, Oversize, PAGE_SIZE, SizeClasses, ZallocZeroes, ZeroSize};
 pub use stats::{ArenaStats, CacheStats, ClassStats};

@@ -188,7 +188,7 @@ pub(crate) struct MagSlot {
 }
 
 impl MagSlot {
-    pub(crate) fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         MagSlot {
             word: AtomicU64::new(0),
             loaded: AtomicPtr::new(ptr::null_mut()),

@@ -7,6 +7,7 @@ use crate::mblk::Mblk;
 use ddi_kmem::{KM_NOSLEEP, KM_SLEEP, KmFlags, kmem_cache_alloc, kmem_cache_free};
 use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
+use std::ptr::NonNull;
 
 /// Bytes of data a small message keeps inside its combined block: `allocb(size)` with
 /// `size <= FASTBUF` takes one cache object and no separate buffer.
@@ -81,7 +82,9 @@ pub(crate) const fn big_data_size(i: usize) -> usize {
 /// smallest power of two at least `size`, as an index from 256.
 #[inline]
 fn big_index_of(size: usize) -> usize {
-    (usize::BITS - (size - 1).leading_zeros()) as usize - 8
+    // `| FASTBUF` (a no-op for these sizes) tells the compiler the operand is not zero: one
+    // `bsr`, without the zero case's extra instructions.
+    ((size - 1) | FASTBUF).ilog2() as usize - 7
 }
 
 const _: () = assert!(big_data_size(BIG_CLASSES - 1) == COMBINED_MAX);
@@ -147,6 +150,25 @@ pub(crate) struct DbInit {
 fn block_alloc(env: &MsgEnv, flags: KmFlags) -> Option<*mut Mdb> {
     let p = kmem_cache_alloc(&env.cache, flags).cast::<Mdb>();
     (!p.is_null()).then_some(p)
+}
+
+/// A small combined block from `env`'s cache without `KM_SLEEP`, or `None`: from the thread's
+/// slot straight from [`env::Last`] when `env` is its environment and the slot is current
+/// (as `allocb` takes it), else [`block_alloc`].
+#[inline(always)]
+fn small_block(env: &'static MsgEnv) -> Option<*mut Mdb> {
+    // SAFETY: used within this call.
+    let l = unsafe { env::last_state() };
+    if std::ptr::eq(l.env(), env) {
+        if let Some(slot) = l.slot(DbClass::Fast) {
+            // SAFETY: a current slot of this thread (`Last::slot`), of `env.cache`.
+            let b = unsafe { slot.alloc() }.cast::<Mdb>();
+            if !b.is_null() {
+                return Some(b);
+            }
+        }
+    }
+    block_alloc(env, KM_NOSLEEP)
 }
 
 /// Writes a data block into `b`; returns it.
@@ -320,6 +342,19 @@ unsafe fn init_fast(b: *mut Mdb, env: &'static MsgEnv, size: usize) -> *mut Mblk
 /// `db_lim` and `db_class` for its own buffer afterwards.
 #[inline(always)]
 unsafe fn init_varying(b: *mut Mdb, env: &'static MsgEnv, base: *mut u8, size: usize) -> *mut Mblk {
+    // SAFETY: forwarded contract.
+    let mp = unsafe { init_fields(b, base, size) };
+    env.born(mp);
+    mp
+}
+
+/// [`init_varying`] without the checking hook: for a block of an environment that does not
+/// check.
+///
+/// # Safety
+/// As [`init_varying`].
+#[inline(always)]
+unsafe fn init_fields(b: *mut Mdb, base: *mut u8, size: usize) -> *mut Mblk {
     let mp = mblk_of(b);
     // SAFETY: a constructed block: its message block half holds an initialised `Mblk`, not in
     // use (caller).
@@ -337,7 +372,6 @@ unsafe fn init_varying(b: *mut Mdb, env: &'static MsgEnv, base: *mut u8, size: u
     d.db_type = M_DATA;
     d.db_flag = 0;
     d.db_size = u32::try_from(size).unwrap_or(u32::MAX);
-    env.born(mp);
     mp
 }
 
@@ -383,15 +417,92 @@ pub fn allocb(size: usize, pri: u32) -> *mut Mblk {
     // BPRI_WAITOK, inline at the call site: the environment lookup, a cache pop and the
     // fields that vary.
     if pri & 0xff != BPRI_WAITOK {
-        // Two calls, so each inlined copy knows which cache it takes.
         if size <= FASTBUF {
-            return allocb_in(env::current(), size, KM_NOSLEEP);
+            return allocb_combined(DbClass::Fast as usize, size);
         }
         if size <= COMBINED_MAX {
-            return allocb_in(env::current(), size, KM_NOSLEEP);
+            return allocb_big(DbClass::Big256 as usize + big_index_of(size), size);
         }
     }
     allocb_other(size, pri)
+}
+
+/// [`allocb`] of a message in one combined block of class number `class` (`DbClass as
+/// usize`), without `BPRI_WAITOK`: a round from the thread's slot of the class's cache, found
+/// from the thread's [`env::Last`] when its slots are current (one comparison), and the
+/// fields that vary; anything else (stale slots, an empty magazine, no cache for the class,
+/// failure injection) in a separate call.
+#[inline(always)]
+#[track_caller]
+fn allocb_combined(class: usize, size: usize) -> *mut Mblk {
+    // SAFETY: used within this call.
+    let l = unsafe { env::last_state() };
+    if let Some(slot) = l.slot_at(class) {
+        // SAFETY: a current slot of this thread (`Last::slot_at`), of `class`'s cache.
+        let mp = unsafe { pop_message(slot, size) };
+        if !mp.is_null() {
+            return mp;
+        }
+    }
+    allocb_miss(size)
+}
+
+/// A message of `size` bytes in a block popped from `slot`, or NULL when the slot does not
+/// serve.
+///
+/// # Safety
+/// `slot` is a current slot of this thread ([`env::Last`]) of a combined-block cache of the
+/// thread's current environment.
+#[inline(always)]
+unsafe fn pop_message(slot: &ddi_kmem::ThreadSlot, size: usize) -> *mut Mblk {
+    // SAFETY: forwarded contract.
+    let b = unsafe { slot.alloc() }.cast::<Mdb>();
+    if b.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: `b` is fresh from a combined-block cache of the thread's current environment,
+    // constructed with its inline buffer; that environment does not check (its slots would
+    // be empty, `env::refresh`), so `born` has nothing to do.
+    unsafe { init_fields(b, buf_of(b), size) }
+}
+
+/// [`allocb_combined`] for large combined class number `class`: when it is the large class
+/// the thread used last ([`env::Last::hinted_big_slot`]), the slot kept with that hint,
+/// whose address does not wait for the class computed from `size` (the compare is a
+/// predicted branch); else a separate call, which makes `class` the hint.
+#[inline(always)]
+#[track_caller]
+fn allocb_big(class: usize, size: usize) -> *mut Mblk {
+    // SAFETY: used within this call.
+    let l = unsafe { env::last_state() };
+    if let Some(slot) = l.hinted_big_slot_at(class) {
+        // SAFETY: a current slot of this thread, of `class`'s cache (`Last::hinted_big_slot`).
+        let mp = unsafe { pop_message(slot, size) };
+        return if mp.is_null() { allocb_miss(size) } else { mp };
+    }
+    allocb_big_unhinted(class, size)
+}
+
+/// [`allocb_big`] for a class other than the hinted one: records it as the hint.
+#[inline(never)]
+#[track_caller]
+fn allocb_big_unhinted(class: usize, size: usize) -> *mut Mblk {
+    // SAFETY: used within this call.
+    unsafe { env::last_state() }.hint_big_at(class);
+    allocb_combined(class, size)
+}
+
+/// [`allocb_combined`] when the thread's slot did not serve: takes the thread's slots into
+/// [`env::Last`] if they were stale, then allocates through the environment.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn allocb_miss(size: usize) -> *mut Mblk {
+    // SAFETY: used within this call.
+    if !unsafe { env::last_state() }.is_current() {
+        env::refresh();
+    }
+    allocb_in(env::current(), size, KM_NOSLEEP)
 }
 
 /// [`allocb`] for every case but a combined-block message without `BPRI_WAITOK`.
@@ -620,7 +731,7 @@ pub unsafe fn dupb(bp: *mut Mblk) -> *mut Mblk {
         return std::ptr::null_mut();
     }
     let env = env::current();
-    let Some(b) = block_alloc(env, KM_NOSLEEP) else {
+    let Some(b) = small_block(env) else {
         tracing::debug!("dupb: no memory: NULL");
         return std::ptr::null_mut();
     };
@@ -757,14 +868,17 @@ pub(crate) unsafe fn dblk_release(call: &'static str, d: *mut Dblk) {
 /// block on a queue still goes to `free_one`, which reports it), and the uniqueness test
 /// of `db_ref` ([`RefCount::is_unique`], the first step of [`RefCount::release`]).
 ///
-/// The block's environment is nearly always the thread's last one ([`env::last`]). When it
-/// is, the rest runs with the pointer read from the thread-local block (the same
-/// environment): the cache and the thread's magazine slot found through it are then
-/// independent of the loads from the block being freed, so the free does not wait on a
-/// chain of dependent loads (the block, its environment, the cache, the slot) that starts
-/// at the magazine pop which produced the block, only on a predicted branch. The other case
-/// is a separate call, so the compiler cannot merge the two into a conditional move, which
-/// would keep the dependency.
+/// The block's environment is nearly always the thread's last one ([`env::Last`]). When it
+/// is, the rest runs with the thread-local block: while its slots are current (one
+/// comparison of ddi-kmem's thread token) the block goes straight into the thread's slot of
+/// its cache, else through the cache. Either way the slot is found from the thread-local
+/// block, independently of the loads from the block being freed, so the free does not wait
+/// on a chain of dependent loads (the block, its environment, the cache, the slot) that
+/// starts at the magazine pop which produced the block, only on predicted branches (the
+/// class compared with the small class, then with the hinted large class (`Last`),
+/// else an indirect call by class, [`FREE_OWN`]). The other environment is a separate call,
+/// so the compiler cannot merge the two into a conditional move, which would keep the
+/// dependency.
 ///
 /// # Safety
 /// As [`freeb`], `mp` not NULL.
@@ -784,7 +898,9 @@ unsafe fn free_fast(mp: *mut Mblk) -> Option<&'static MsgEnv> {
 #[inline(always)]
 unsafe fn free_fast_unchecking(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     // Read before the block, so that the thread's environment is the one the rest uses.
-    let last = env::last();
+    // SAFETY: used within this call.
+    let l = unsafe { env::last_state() };
+    let last = l.env();
     // SAFETY: `mp` is an allocated message block (caller); the block is allocated while its
     // message block half is, and its data block half holds an initialised `Dblk` (the
     // constructor's, or written since).
@@ -792,8 +908,8 @@ unsafe fn free_fast_unchecking(mp: *mut Mblk) -> Option<&'static MsgEnv> {
     if std::ptr::eq(last, env) {
         // SAFETY: `last` is `env`, a `&'static MsgEnv`.
         let env = unsafe { &*last };
-        // SAFETY: forwarded contract; `env` is the block's environment.
-        unsafe { free_fast_in(mp, env) }
+        // SAFETY: forwarded contract; `env` is the block's environment, `l`'s.
+        unsafe { free_fast_in(mp, env, Some(l)) }
     } else {
         // SAFETY: forwarded contract; `env` is the block's environment.
         unsafe { free_fast_other(mp, env) }
@@ -808,15 +924,17 @@ unsafe fn free_fast_unchecking(mp: *mut Mblk) -> Option<&'static MsgEnv> {
 #[inline(never)]
 unsafe fn free_fast_other(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
     // SAFETY: forwarded contract.
-    unsafe { free_fast_in(mp, env) }
+    unsafe { free_fast_in(mp, env, None) }
 }
 
-/// The body of [`free_fast`], with the block's environment given.
+/// The body of [`free_fast`], with the block's environment given, and the thread's
+/// [`env::Last`] when its environment is `env` (its slots, when current, are then `env`'s).
 ///
 /// # Safety
-/// As [`freeb`], `mp` not NULL; `env` is the environment of `mp`'s block.
+/// As [`freeb`], `mp` not NULL; `env` is the environment of `mp`'s block; `last`, if given,
+/// is the thread's and its environment is `env`.
 #[inline(always)]
-unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
+unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::Last>) -> Option<&'static MsgEnv> {
     let b = mdb_of_mblk(mp);
     let own = dblk_of(b);
     // SAFETY: `mp` is an allocated message block (caller; no arena checks, so the caller's
@@ -836,13 +954,35 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static M
         if !unsafe { (*own).db_ref.is_unique() } {
             return None;
         }
+        // The whole block, from `mp` (not from `m`, whose provenance is the message block's).
+        // SAFETY: `mp` is not NULL (the contract).
+        let block = unsafe { NonNull::new_unchecked(b) }.cast::<c_void>();
         // The small block first, with its own test, the other classes in a separate call:
         // the common case is one compare and a predicted branch (a `match` here compiles to
         // a jump table for every class).
         if class != DbClass::Fast {
+            // A large block of the hinted class (`Last`): its slot without the call.
+            if let Some(slot) = last.and_then(|l| l.hinted_big_slot(class)) {
+                // SAFETY: as for a small block below: the block is unused, constructed, of
+                // `env`'s cache of `class`, whose current slot of this thread `slot` is.
+                if unsafe { slot.free(block) } {
+                    return Some(env);
+                }
+                // SAFETY: as below.
+                return unsafe { free_own_full(mp, env, class) };
+            }
             // SAFETY: forwarded contract; `mp` holds the only reference to its block's own
             // data block, of class `class`.
-            return unsafe { FREE_OWN[class as usize & 7](mp, env) };
+            return unsafe { FREE_OWN[class as usize & 7](mp, env, last) };
+        }
+        // The thread's slot of `env.cache` straight from `Last` when current, else the cache.
+        if let Some(slot) = last.and_then(|l| l.slot(DbClass::Fast)) {
+            // SAFETY: as for `kmem_cache_free` below; the slot is current (`Last::slot`).
+            if unsafe { slot.free(block) } {
+                return Some(env);
+            }
+            // SAFETY: as below.
+            return unsafe { free_own_full(mp, env, class) };
         }
         let cache = &env.cache;
         // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
@@ -862,6 +1002,25 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static M
     Some(unsafe { free_dup_block(mp, d, env) })
 }
 
+/// [`free_fast_in`] for a block the thread's slot of its cache refused (its magazine is
+/// full): through the cache, out of line, so that the push that succeeds is the straight
+/// path.
+///
+/// # Safety
+/// As [`FreeOwn`] for `class` (the block's own class, `Fast` included).
+#[cold]
+#[inline(never)]
+unsafe fn free_own_full(mp: *mut Mblk, env: &'static MsgEnv, class: DbClass) -> Option<&'static MsgEnv> {
+    if class == DbClass::Fast {
+        // SAFETY: as for the small block in `free_fast_in`: neither half of the block is in
+        // use; it came from `env.cache`.
+        unsafe { kmem_cache_free(&env.cache, mdb_of_mblk(mp).cast()) };
+        return Some(env);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { FREE_OWN[class as usize & 7](mp, env, None) }
+}
+
 /// How [`free_fast_in`] frees a message whose only reference is to its own block's data
 /// block, of a class other than [`DbClass::Fast`]: `None` (nothing changed) to leave it to
 /// the general path.
@@ -869,26 +1028,51 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static M
 /// # Safety
 /// As [`freeb`]; `mp` is on no queue, its `b_datap` its own block's data block, of the
 /// class the function is listed for, whose only reference is `mp`'s; `env` is the block's
-/// environment.
-type FreeOwn = unsafe fn(*mut Mblk, &'static MsgEnv) -> Option<&'static MsgEnv>;
+/// environment; the [`env::Last`], if given, is the thread's and its environment is `env`.
+type FreeOwn = unsafe fn(*mut Mblk, &'static MsgEnv, Option<&env::Last>) -> Option<&'static MsgEnv>;
 
 /// [`FreeOwn`] by class (`DbClass as usize`). An indirect call through this table, not a
 /// `match`: the branch on the class is then the call's predicted target, and each function
-/// names its cache, so the cache (and the thread's slot of it) is known from `env` without
-/// waiting for the class read from the block (a data dependency; see `free_fast`), which
-/// a `match` compiled to an indexed lookup would keep.
+/// names its cache (or its slot in [`env::Last`]), so the cache and the thread's slot of it
+/// are known without waiting for the class read from the block (a data dependency; see
+/// `free_fast`), which a `match` compiled to an indexed lookup would keep. A large class
+/// taken here becomes the thread's hint ([`env::Last::hinted_big_slot`]), so a run of
+/// messages of one large class frees without the call.
 const FREE_OWN: [FreeOwn; 8] = {
     /// Classes the fast path leaves to the general path.
-    unsafe fn general(_: *mut Mblk, _: &'static MsgEnv) -> Option<&'static MsgEnv> {
+    unsafe fn general(_: *mut Mblk, _: &'static MsgEnv, _: Option<&env::Last>) -> Option<&'static MsgEnv> {
         None
     }
     /// A `kmem_alloc` buffer.
-    unsafe fn kmem(mp: *mut Mblk, _: &'static MsgEnv) -> Option<&'static MsgEnv> {
+    unsafe fn kmem(mp: *mut Mblk, _: &'static MsgEnv, _: Option<&env::Last>) -> Option<&'static MsgEnv> {
         // SAFETY: forwarded contract (`FreeOwn`, listed for `DbClass::Kmem`).
         Some(unsafe { free_kmem_message(mp) })
     }
-    /// A large combined block of class `I`.
-    unsafe fn big<const I: usize>(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
+    /// A large combined block of class `I`: to the thread's slot of the class's cache
+    /// straight from `Last` when it is current, else through the cache.
+    unsafe fn big<const I: usize>(
+        mp: *mut Mblk,
+        env: &'static MsgEnv,
+        last: Option<&env::Last>,
+    ) -> Option<&'static MsgEnv> {
+        if let Some(l) = last {
+            l.hint_big(DbClass::BIG[I]);
+        }
+        if let Some(slot) = last.and_then(|l| l.slot(DbClass::BIG[I])) {
+            // SAFETY: `mp` is not NULL (the contract of `free_fast`).
+            let b = unsafe { NonNull::new_unchecked(mp) };
+            // SAFETY: the block is unused and constructed, of the cache of `env`'s class `I`
+            // (the contract), whose current slot of this thread `slot` is (`Last::slot`).
+            if unsafe { slot.free(b.cast()) } {
+                return Some(env);
+            }
+        }
+        // SAFETY: forwarded contract (`FreeOwn`, listed for large class `I`).
+        unsafe { big_through_cache::<I>(mp, env) }
+    }
+    /// [`big`] through the cache (a separate call, so that `big` needs no stack frame).
+    #[inline(never)]
+    unsafe fn big_through_cache<const I: usize>(mp: *mut Mblk, env: &'static MsgEnv) -> Option<&'static MsgEnv> {
         // SAFETY: forwarded contract (`FreeOwn`, listed for large class `I`).
         Some(unsafe { free_big::<I>(mdb_of_mblk(mp), env) })
     }

@@ -209,3 +209,32 @@ fn writing_after_the_sharers_are_gone_is_not_reported() {
     assert!(take_errors(&arena).is_empty());
     assert_eq!(arena.bytes_in_use(), 0);
 }
+
+#[test]
+fn a_checking_arena_entered_after_a_plain_one_still_reports() {
+    // The thread's allocb/freeb fast path keeps its slots of the plain arena's caches; the
+    // checking arena entered next must not go through them, and must report.
+    let plain = Arena::builder().name("plain_then_checking").checking(Checking::OFF).build();
+    let checking = reporting("checking_after_plain");
+    plain.run(|| {
+        for size in [64, 1024] {
+            free(allocb(size, BPRI_MED));
+        }
+        let held = allocb(1024, BPRI_MED);
+        checking.run(|| {
+            for size in [64, 1024] {
+                let mp = allocb(size, BPRI_MED);
+                free(mp);
+                // SAFETY: the misuse under test; a checking arena refuses it.
+                unsafe { freeb(mp) };
+                let e = only_error(&checking);
+                assert!(matches!(e, StreamsError::NotAllocated { call: "freeb", .. }), "{size}: {e}");
+            }
+        });
+        assert!(take_errors(&checking).is_empty());
+        // Back in the plain arena, its fast path serves again.
+        free(held);
+        free(allocb(1024, BPRI_MED));
+    });
+    assert_eq!((plain.bytes_in_use(), checking.bytes_in_use()), (0, 0));
+}
