@@ -963,13 +963,9 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
         if class != DbClass::Fast {
             // A large block of the hinted class (`Last`): its slot without the call.
             if let Some(slot) = last.and_then(|l| l.hinted_big_slot(class)) {
-                // SAFETY: as for a small block below: the block is unused, constructed, of
+                // SAFETY: the block is unused and constructed (as for a small block below), of
                 // `env`'s cache of `class`, whose current slot of this thread `slot` is.
-                if unsafe { slot.free(block) } {
-                    return Some(env);
-                }
-                // SAFETY: as below.
-                return unsafe { free_own_full(mp, env, class) };
+                return unsafe { push_own(slot, block, mp, env, class) };
             }
             // SAFETY: forwarded contract; `mp` holds the only reference to its block's own
             // data block, of class `class`.
@@ -978,11 +974,7 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
         // The thread's slot of `env.cache` straight from `Last` when current, else the cache.
         if let Some(slot) = last.and_then(|l| l.slot(DbClass::Fast)) {
             // SAFETY: as for `kmem_cache_free` below; the slot is current (`Last::slot`).
-            if unsafe { slot.free(block) } {
-                return Some(env);
-            }
-            // SAFETY: as below.
-            return unsafe { free_own_full(mp, env, class) };
+            return unsafe { push_own(slot, block, mp, env, class) };
         }
         let cache = &env.cache;
         // The block stays in its constructed state: `b_next`/`b_prev` are NULL and `b_datap`
@@ -1000,6 +992,28 @@ unsafe fn free_fast_in(mp: *mut Mblk, env: &'static MsgEnv, last: Option<&env::L
     }
     // SAFETY: forwarded contract; `mp` is a block of `dupb` on no queue.
     Some(unsafe { free_dup_block(mp, d, env) })
+}
+
+/// Pushes `mp`'s whole block (`block`) onto the thread's slot of its cache, or, when the
+/// slot's magazine is full, frees it through the cache out of line ([`free_own_full`]).
+///
+/// # Safety
+/// As [`FreeOwn`] for `class` (the block's own class, `Fast` included); `block` is `mp`'s
+/// block with `mp`'s provenance; `slot` is the thread's current slot of the block's cache.
+#[inline(always)]
+unsafe fn push_own(
+    slot: &ddi_kmem::ThreadSlot,
+    block: NonNull<c_void>,
+    mp: *mut Mblk,
+    env: &'static MsgEnv,
+    class: DbClass,
+) -> Option<&'static MsgEnv> {
+    // SAFETY: the block is unused and constructed, of the slot's cache (the contract).
+    if unsafe { slot.free(block) } {
+        return Some(env);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_own_full(mp, env, class) }
 }
 
 /// [`free_fast_in`] for a block the thread's slot of its cache refused (its magazine is

@@ -319,18 +319,12 @@ pub(crate) struct ExecInner {
 }
 
 impl ExecInner {
-    /// Whether the calling thread may use this executive's queues (any thread, unless the
-    /// executive is confined to another).
-    #[inline]
-    pub(crate) fn on_owner_thread(&self) -> bool {
-        self.owner == 0 || self.owner == crate::sync::thread_token()
-    }
-
-    /// Panics, naming `call`, on another thread than a confined executive's.
+    /// Panics, naming `call`, on another thread than a confined executive's (any thread may
+    /// use a shared one).
     #[inline]
     #[track_caller]
     pub(crate) fn check_owner(&self, call: &'static str) {
-        if !self.on_owner_thread() {
+        if self.owner != 0 && self.owner != crate::sync::thread_token() {
             foreign_thread(call, &self.name);
         }
     }

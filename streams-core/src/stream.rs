@@ -257,7 +257,8 @@ pub(crate) struct StreamInner {
     /// notifies only if there are waiters.
     gate: crate::sync::WaitGate,
     /// The executive is thread-confined ([`LocalStreams`](crate::LocalStreams)): `write`
-    /// takes no plumbing lock, only counts itself in `depth`.
+    /// takes no plumbing lock, only counts itself in `depth`. A copy of `exec`'s
+    /// `owner != 0`, kept here so that `write` tests one field instead of two dependent loads.
     confined: bool,
     /// Confined: `Stream::write` calls running on the owner thread (nested when a procedure
     /// writes to its own stream); only that thread touches it, with a load and a store.
